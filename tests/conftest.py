@@ -6,7 +6,7 @@ import pytest
 
 # Plots in tests must never try to open a window.
 os.environ.setdefault("MPLBACKEND", "Agg")
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
 

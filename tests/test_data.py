@@ -140,6 +140,7 @@ def test_embedded_subset_is_balanced_real_mnist():
     x, y = data.load_mnist()
     x_test, y_test = data.load_mnist(split="test")
     assert x.shape == (10000, 28, 28) and x.dtype == np.uint8 and y.dtype == np.int64
+    assert x_test.shape == (2000, 28, 28) and x_test.dtype == np.uint8
     np.testing.assert_array_equal(np.bincount(y), [1000] * 10)
     np.testing.assert_array_equal(np.bincount(y_test), [200] * 10)
     # Real digits, not noise: MNIST's mean pixel is about 33 of 255 with most pixels exactly 0.
@@ -267,13 +268,13 @@ def test_dataloader_shuffle_seed():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(batch_size=0), "batch_size=0"),
-    (dict(normalize="minmax"), "normalize='minmax'"),
-    (dict(labels=np.arange(3)), r"labels.*\(3,\)"),
-    (dict(images=np.zeros((5, 784), np.uint8)), r"images.*\(5, 784\)"),
+    ({"batch_size": 0}, "batch_size=0"),
+    ({"normalize": "minmax"}, "normalize='minmax'"),
+    ({"labels": np.arange(3)}, r"labels.*\(3,\)"),
+    ({"images": np.zeros((5, 784), np.uint8)}, r"images.*\(5, 784\)"),
 ])
 def test_dataloader_errors(kwargs, message):
-    args = dict(images=np.zeros((5, 28, 28), np.uint8), labels=np.arange(5))
+    args = {"images": np.zeros((5, 28, 28), np.uint8), "labels": np.arange(5)}
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         DataLoader(**args)
