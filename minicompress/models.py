@@ -1,0 +1,62 @@
+"""The model zoo: the networks of the papers in TARGETS.md. Every model takes (N, 1, 28, 28) images and returns
+(N, 10) logits, and carries a ``spec`` string from which ``from_spec`` rebuilds it (used by checkpoints)."""
+
+from . import nn
+
+
+def mlp(sizes, activation="relu"):
+    """Fully connected network, e.g. ``mlp([784, 300, 100, 10])``: Flatten, then Linear layers with an activation
+    between them (none after the last)."""
+    sizes = list(sizes)
+    if len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
+        raise ValueError(f"mlp: sizes must be at least two positive ints, got {sizes!r}")
+    acts = {"relu": nn.ReLU, "tanh": nn.Tanh}
+    if activation not in acts:
+        raise ValueError(f"mlp: activation must be one of {sorted(acts)}, got {activation!r}")
+    layers = [nn.Flatten()]
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(acts[activation]())
+    model = nn.Sequential(*layers)
+    model.spec = "mlp:" + "-".join(map(str, sizes)) + ("" if activation == "relu" else f":{activation}")
+    return model
+
+
+def lenet300_100():
+    """LeNet-300-100 (LeCun et al. 1998; Han et al. 2015): 784-300-100-10 with ReLU, 266,610 parameters."""
+    model = mlp([784, 300, 100, 10])
+    model.spec = "lenet300_100"
+    return model
+
+
+def lenet5():
+    """LeNet-5 as in Han et al. 2015 (Caffe's variant with ReLU and max pooling), 61,706 parameters:
+    conv 6@5x5 (padding 2) - pool 2 - conv 16@5x5 - pool 2 - fc 120 - fc 84 - fc 10."""
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, 10),
+    )  # fmt: skip
+    model.spec = "lenet5"
+    return model
+
+
+def from_spec(spec):
+    """Build a model from its spec: "lenet300_100", "lenet5" or "mlp:784-30-30-10" (optionally ":tanh")."""
+    if spec == "lenet300_100":
+        return lenet300_100()
+    if spec == "lenet5":
+        return lenet5()
+    if isinstance(spec, str) and spec.startswith("mlp:"):
+        parts = spec.split(":")
+        try:
+            sizes = [int(s) for s in parts[1].split("-")]
+        except ValueError:
+            sizes = None
+        if sizes and len(parts) <= 3:
+            return mlp(sizes, *parts[2:])
+    raise ValueError(f"from_spec: unknown model {spec!r}; use 'lenet300_100', 'lenet5' or 'mlp:784-30-30-10'")
