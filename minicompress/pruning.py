@@ -385,9 +385,8 @@ def sparsity_report(model):
     names = _names(model)
     rows = []
     for module in model.modules():
-        for name in _own_parameters(module) + [n for n in _pruned_names(module)]:
-            if name.endswith("_orig"):
-                continue
+        own = [n for n in _own_parameters(module) if not n.endswith("_orig")] + _pruned_names(module)
+        for name in sorted(own, key=lambda n: (n != "weight", n)):
             w = effective(module, name)
             zeros = int((w == 0).sum())
             rows.append(dict(name=_label(names, module, name), params=w.size, zeros=zeros,
@@ -687,8 +686,6 @@ _PASS_THROUGH = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.Dropout, nn.MaxPo
 def _layer_chain(model):
     """Pairs (i, j, between) of consecutive Linear/Conv2d layers of a Sequential with only pass-through
     modules (activations, pooling, flatten, dropout) between them."""
-    if not isinstance(model, nn.Sequential):
-        raise TypeError(f"shrink: expects an nn.Sequential, got {type(model).__name__}")
     layers = list(model)
     pairs, last = [], None
     for j, m in enumerate(layers):
@@ -731,6 +728,8 @@ def shrink(model):
     The result is in eval mode, uses the effective weights orig * mask, carries no pruning
     reparametrisation, and gives the same outputs up to float rounding. Output units are never removed.
     """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"shrink: expects an nn.Sequential, got {type(model).__name__}")
     small = copy.deepcopy(model)
     for module in small.modules():
         for name in _pruned_names(module):
@@ -762,7 +761,21 @@ def shrink(model):
         layers[j] = _shrunk_in(N, keep, V_units)
     result = nn.Sequential(*layers)
     result.eval()
+    spec = _mlp_spec(result)
+    if spec:
+        result.spec = spec                       # a shrunk MLP is again a zoo MLP: checkpoint.save works
     return result
+
+
+def _mlp_spec(model):
+    """The models.mlp spec that builds a network of model's structure, or None."""
+    from minicompress import models
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    if not linears or not isinstance(model[0], nn.Flatten):
+        return None
+    twin = models.mlp([linears[0].in_features] + [m.out_features for m in linears])
+    same = [type(m) for m in twin] == [type(m) for m in model] and all(m.bias is not None for m in linears)
+    return twin.spec if same else None
 
 
 def _shrunk_out(L, keep):
