@@ -2,6 +2,11 @@
 import os
 from pathlib import Path
 
+# The models here are small: BLAS threads bring nothing and, on a busy shared machine, thrash (a 64x784 @ 784x300
+# matmul went from 1 ms to 50 ms). Must be set before NumPy is first imported.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import pytest
 
 # Plots in tests must never try to open a window.

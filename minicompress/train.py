@@ -1,0 +1,166 @@
+"""Training loop: fit, evaluate and predict, with a tqdm progress bar, a per-epoch History and callbacks.
+
+One training step is the four lines every PyTorch tutorial has:
+
+    logits = model(x); loss = loss_fn(logits, y)
+    optimizer.zero_grad(); loss.backward(); optimizer.step()
+
+Callbacks let compression techniques act during training without their own loop. A callback is any object with
+one or both of these methods (a missing method is simply not called):
+
+    on_step_end(model, step, loss)
+        after optimizer.step() of every batch.
+        step: int, index of the step just taken, counted from 0 over the whole run (not reset per epoch);
+              step + 1 optimizer steps have been taken so far.
+        loss: float, the loss of that batch.
+        Used by gradual pruning (update the mask on schedule), QAT (update observers), BinaryConnect (clip the
+        latent weights to [-1, 1] right after the update).
+    on_epoch_end(model, epoch, history)
+        after the epoch's metrics are appended to history (and after the scheduler steps).
+        epoch: int, index of the epoch just finished, from 0; history: the History so far (read or append to it).
+
+Callbacks run in the order given. Seeds: fit(seed=s) calls set_seed(s) before the first batch, which seeds the
+generator behind weight initialisation and dropout (minicompress.manual_seed); shuffling is seeded by the
+DataLoader's own `seed`. Build the model after set_seed(s) to also reproduce its initial weights.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+import minicompress as mc
+from minicompress import functional as F
+
+
+class History(dict):
+    """Per-epoch metrics, one list entry per epoch.
+
+    "loss": mean training loss over the epoch's samples; "accuracy": training accuracy measured on the fly
+    (in train mode, while the weights change); "test_accuracy": evaluate() on test_loader after the epoch
+    (empty when fit has no test_loader); "lr": learning rate of the first param group during the epoch;
+    "time": seconds spent on the epoch's training steps.
+    """
+
+    KEYS = ("loss", "accuracy", "test_accuracy", "lr", "time")
+
+    def __init__(self):
+        super().__init__({key: [] for key in self.KEYS})
+
+    def __repr__(self):
+        last = {k: (round(v[-1], 4) if v else None) for k, v in self.items()}
+        return f"History(epochs={len(self['loss'])}, last={last})"
+
+
+def set_seed(seed: int) -> None:
+    """Seed minicompress's generator (weight initialisation, dropout) and NumPy's legacy global generator."""
+    mc.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def _count_correct(logits, y) -> int:
+    return int((np.asarray(logits).argmax(axis=1) == y).sum())
+
+
+def fit(model, train_loader, epochs: int, optimizer, loss_fn=None, test_loader=None, callbacks=(),
+        progress: bool = True, scheduler=None, seed: int | None = None) -> History:
+    """Train `model` for `epochs` passes over `train_loader`; returns a History (see its docstring).
+
+    train_loader / test_loader: iterables of (x float32 (B, ...), y int64 (B,)), e.g. data.DataLoader.
+    loss_fn(logits, y) -> scalar Tensor; default F.cross_entropy (mean over the batch).
+    scheduler: optional LR schedule whose step() is called once after each epoch (e.g. optim.StepLR).
+    callbacks: see the module docstring for the exact signatures.
+    progress: a tqdm bar per epoch showing the running loss and accuracy.
+    """
+    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"fit(epochs={epochs!r}): must be an int >= 0")
+    loss_fn = F.cross_entropy if loss_fn is None else loss_fn
+    if seed is not None:
+        set_seed(seed)
+    history = History()
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        start = time.perf_counter()
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=True)
+        for x, y in bar:
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+            batch_loss = float(loss.item())
+            if not np.isfinite(batch_loss):
+                raise FloatingPointError(f"fit: loss became {batch_loss} at epoch {epoch}, step {step}; "
+                                         "lower the learning rate")
+            total_loss += batch_loss * len(y)
+            correct += _count_correct(logits.data, y)
+            seen += len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+            for cb in callbacks:
+                if hasattr(cb, "on_step_end"):
+                    cb.on_step_end(model, step, batch_loss)
+            step += 1
+        bar.close()
+        history["time"].append(time.perf_counter() - start)
+        history["loss"].append(total_loss / max(seen, 1))
+        history["accuracy"].append(correct / max(seen, 1))
+        history["lr"].append(float(optimizer.param_groups[0]["lr"]))
+        if test_loader is not None:
+            history["test_accuracy"].append(evaluate(model, test_loader, progress=False))
+        if scheduler is not None:
+            scheduler.step()
+        for cb in callbacks:
+            if hasattr(cb, "on_epoch_end"):
+                cb.on_epoch_end(model, epoch, history)
+    return history
+
+
+def predict(model, data, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    """Logits (N, classes) as an ndarray, computed in eval mode under no_grad (the mode is restored after).
+
+    data: an array of model inputs (N, ...), processed `batch_size` rows at a time, or an iterable of
+    (x, y) batches such as a DataLoader (y is ignored).
+    """
+    if isinstance(data, np.ndarray):
+        if len(data) == 0:
+            raise ValueError("predict: got an empty array")
+        batches = (data[i:i + batch_size] for i in range(0, len(data), batch_size))
+        total = -(-len(data) // batch_size)
+    else:
+        batches = (x for x, _ in data)
+        total = len(data) if hasattr(data, "__len__") else None
+    was_training = model.training
+    model.eval()
+    try:
+        with mc.no_grad():
+            outputs = [np.asarray(model(x).data) for x in tqdm(batches, total=total, desc="predict",
+                                                                disable=not progress, leave=False)]
+    finally:
+        model.train(was_training)
+    return np.concatenate(outputs)
+
+
+def evaluate(model, loader, progress: bool = True) -> float:
+    """Accuracy in [0, 1] of argmax(model(x)) against y over all batches of `loader`.
+
+    Runs in eval mode (dropout off, batch norm uses running statistics) under no_grad; restores the mode after.
+    """
+    was_training = model.training
+    model.eval()
+    correct = seen = 0
+    try:
+        with mc.no_grad():
+            bar = tqdm(loader, desc="evaluate", disable=not progress, leave=False)
+            for x, y in bar:
+                correct += _count_correct(model(x).data, y)
+                seen += len(y)
+                bar.set_postfix(acc=f"{correct / seen:.4f}", refresh=False)
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("evaluate: the loader yielded no samples")
+    return correct / seen
