@@ -7,11 +7,11 @@ from pathlib import Path
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import pytest
+import pytest  # noqa: E402  (after the BLAS thread settings)
 
 # Plots in tests must never try to open a window.
 os.environ.setdefault("MPLBACKEND", "Agg")
-import matplotlib
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 

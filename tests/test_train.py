@@ -53,7 +53,7 @@ def test_fit_learns_real_digits_and_calls_callbacks(digits):
     assert rec.epochs == [(0, 1), (1, 2), (2, 3)]
     assert epoch_only.calls == 3
     # The recorded batch losses average to the epoch loss (all batches have the same size here).
-    np.testing.assert_allclose(np.mean([l for _, l in rec.steps[:50]]), history["loss"][0], rtol=1e-5)
+    np.testing.assert_allclose(np.mean([loss for _, loss in rec.steps[:50]]), history["loss"][0], rtol=1e-5)
     assert history["test_accuracy"][-1] == evaluate(model, test, progress=False)
 
 
