@@ -140,7 +140,8 @@ def _topological_order(root):
 class Tensor:
     """A NumPy array that records the operations applied to it, so that gradients can flow back.
 
-    ``data`` is the array (float32 unless created from a floating array of another dtype), ``grad`` the gradient
+    ``data`` is the array (float32, unless created from a NumPy floating array, whose dtype is kept: float64 arrays
+    stay float64 for gradient checks), ``grad`` the gradient
     of the last ``backward`` (summed over calls until ``zero_grad``).
     """
 
@@ -151,7 +152,8 @@ class Tensor:
         if isinstance(data, Tensor):
             data = data.data
         array = np.asarray(data, dtype=dtype)
-        if dtype is None and not np.issubdtype(array.dtype, np.floating):
+        keeps_dtype = isinstance(data, (np.ndarray, np.generic)) and np.issubdtype(array.dtype, np.floating)
+        if dtype is None and not keeps_dtype:
             array = array.astype(np.float32)
         self.data = array
         self.grad = None
@@ -483,11 +485,7 @@ class MatMul(Function):
         # treat vectors as matrices (a row for A, a column for B) so one formula covers every case
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = grad
-        if a.ndim == 1:
-            g2 = np.expand_dims(g2, -2)
-        if b.ndim == 1:
-            g2 = np.expand_dims(g2, -1)
+        g2 = grad.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
         ga = gb = None
         if ctx.needs_input_grad[0]:
             ga = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)

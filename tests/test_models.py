@@ -1,0 +1,49 @@
+"""The model zoo: the papers' architectures, their sizes, specs, and that they learn."""
+
+import numpy as np
+import pytest
+
+import minicompress as mc
+from minicompress import functional as F
+from minicompress import models, optim
+
+
+def n_params(model):
+    return sum(p.size for p in model.parameters())
+
+
+def test_architectures_have_the_papers_parameter_counts():
+    assert n_params(models.lenet300_100()) == 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10 == 266_610
+    assert n_params(models.lenet5()) == 61_706
+    assert n_params(models.mlp([784, 30, 30, 10])) == 784 * 30 + 30 + 30 * 30 + 30 + 30 * 10 + 10
+
+
+@pytest.mark.parametrize("spec", ["lenet300_100", "lenet5", "mlp:784-30-30-10", "mlp:784-20-10:tanh"])
+def test_models_map_images_to_ten_logits_and_rebuild_from_spec(spec):
+    model = models.from_spec(spec)
+    assert model.spec == spec
+    out = model(np.zeros((3, 1, 28, 28), dtype=np.float32))
+    assert out.shape == (3, 10) and out.dtype == np.float32
+    assert list(models.from_spec(model.spec).state_dict()) == list(model.state_dict())
+
+
+@pytest.mark.parametrize("spec", ["resnet", "mlp:", "mlp:784-x-10", "mlp:784", "mlp:784-10:gelu"])
+def test_bad_specs_explain(spec):
+    with pytest.raises(ValueError, match="mlp|from_spec"):
+        models.from_spec(spec)
+
+
+@pytest.mark.parametrize("spec", ["lenet300_100", "lenet5"])
+def test_models_can_fit_a_small_batch(spec):
+    """Sanity check of the whole stack: a model memorises 32 random images in 100 steps."""
+    mc.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 32)
+    model = models.from_spec(spec)
+    opt = optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(100):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    assert (model(x).data.argmax(axis=1) == y).mean() == 1.0
