@@ -63,8 +63,9 @@ MIRRORS = {
 
 EMBEDDED_PATH = Path(__file__).resolve().parent / "_data" / "mnist_subset.npz"
 
-# Mean and standard deviation of MNIST training pixels scaled to [0, 1]; used by normalize="standard".
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+# Mean and standard deviation of the full training set's pixels scaled to [0, 1]; for normalize="standard".
+STATS = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
+MNIST_MEAN, MNIST_STD = STATS["mnist"]
 
 
 class IDXError(ValueError):

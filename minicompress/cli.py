@@ -1,0 +1,57 @@
+"""The `minicompress` command line (also `python -m minicompress`).
+
+Each name in COMMANDS is a module minicompress/commands/<name>.py exposing add_parser(subparsers), which
+registers its subparser and sets func=run; run(args) returns an exit code (None means 0).
+A technique adds its command by appending its module name here (list only modules that exist).
+
+User errors (bad arguments, missing or invalid files) print one line to stderr and exit with code 2; set
+MINICOMPRESS_DEBUG=1 to see the full traceback instead.
+"""
+import argparse
+import importlib
+import os
+import sys
+
+COMMANDS = ["train", "evaluate", "demo"]
+
+
+class CLIError(Exception):
+    """An error in what the user asked for; printed as one line, exit code 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error message instead of the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> ArgumentParser:
+    from minicompress import __version__
+
+    parser = ArgumentParser(prog="minicompress",
+                            description="Model compression from scratch in NumPy: train, prune, quantize, distill, "
+                                        "binarize small networks on MNIST.")
+    parser.add_argument("--version", action="version", version=f"minicompress {__version__}")
+    # Subparsers are created with this class too, so their errors are one line as well.
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"minicompress.commands.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Parse `argv` (default sys.argv[1:]), run the subcommand, return the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except (CLIError, ValueError, FileNotFoundError) as exc:
+        if os.environ.get("MINICOMPRESS_DEBUG"):
+            raise
+        message = " ".join(str(exc).split())  # one line, whatever the exception text
+        print(f"minicompress {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"minicompress {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0 if code is None else code

@@ -1,0 +1,69 @@
+"""Subcommands of the `minicompress` command line, one module each (see minicompress/cli.py).
+
+Shared helpers for command modules: argument types, the --data-dir/--dataset options, and data loading.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from minicompress import data
+from minicompress.cli import CLIError
+
+DATASETS = ("mnist", "fashion-mnist")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | None = "mnist") -> None:
+    """--data-dir DIR and --dataset {mnist, fashion-mnist}."""
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="folder with the IDX files (or their parent); default: the MNIST subset shipped in "
+                             "the package (10,000 train / 2,000 test images)")
+    parser.add_argument("--dataset", choices=DATASETS, default=default_dataset,
+                        help="which dataset the IDX files hold (default: %(default)s)")
+
+
+def load_dataset(dataset: str, data_dir: Path | None):
+    """(x_train, y_train, x_test, y_test, description) for the CLI; user errors become CLIError."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise CLIError(f"--data-dir {data_dir}: not a folder")
+    loader = data.load_mnist if dataset == "mnist" else data.load_fashion_mnist
+    try:
+        x, y = loader(data_dir, "train")
+        xt, yt = loader(data_dir, "test")
+    except (FileNotFoundError, data.IDXError) as exc:
+        raise CLIError(str(exc)) from exc
+    if dataset == "mnist" and data_dir is None:
+        where = "MNIST subset shipped with minicompress"
+    else:
+        where = f"{dataset} from {data_dir or data.shared_data_dir()}"
+    return x, y, xt, yt, f"{len(x):,} train / {len(xt):,} test images, {where}"
+
+
+def loaders(dataset: str, x, y, xt, yt, batch_size: int = 64, seed: int = 0):
+    """Train loader (shuffled, seeded) and test loader, standardised with the dataset's pixel statistics."""
+    mean, std = data.STATS[dataset]
+    train = data.DataLoader(x, y, batch_size, shuffle=True, seed=seed, normalize="standard", mean=mean, std=std)
+    test = data.DataLoader(xt, yt, 500, normalize="standard", mean=mean, std=std)
+    return train, test

@@ -1,0 +1,29 @@
+"""`minicompress evaluate model.npz`: test accuracy of a saved model."""
+from pathlib import Path
+
+from minicompress import checkpoint
+from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders
+from minicompress.train import evaluate
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "evaluate", help="test accuracy of a saved model",
+        description="Load a checkpoint written by `minicompress train` and measure its test accuracy.")
+    p.add_argument("checkpoint", type=Path, help="a .npz written by `minicompress train`")
+    add_data_arguments(p, default_dataset=None)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    model = checkpoint.load(args.checkpoint)
+    meta = model.checkpoint_meta
+    # By default, the dataset the model was trained on.
+    dataset = args.dataset or (meta.get("dataset") if meta.get("dataset") in DATASETS else "mnist")
+    x, y, xt, yt, description = load_dataset(dataset, args.data_dir)
+    _, test_loader = loaders(dataset, x[:1], y[:1], xt, yt)
+    accuracy = evaluate(model, test_loader, progress=not args.no_progress)
+    n_params = sum(p.size for p in model.parameters())
+    print(f"{args.checkpoint}: {meta['spec']}, {n_params:,} parameters, {args.checkpoint.stat().st_size:,} bytes")
+    print(f"test accuracy {accuracy:.2%} on {len(yt):,} test images ({description})")
