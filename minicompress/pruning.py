@@ -109,10 +109,10 @@ def ln_norm(w, n, dim):
     """
     w = _array(w)
     axes = tuple(a for a in range(w.ndim) if a != dim)
-    I = importance(w).astype(np.float64)
+    magnitude = importance(w).astype(np.float64)
     if n == np.inf:
-        return I.max(axis=axes)
-    return (I ** n).sum(axis=axes) ** (1.0 / n)
+        return magnitude.max(axis=axes)
+    return (magnitude ** n).sum(axis=axes) ** (1.0 / n)
 
 
 def structured_mask(w, amount, n, dim, mask=None, where="structured_mask"):
@@ -737,7 +737,8 @@ def shrink(model):
     layers = list(small)
     for i, j, between in _layer_chain(small):
         L, N = layers[i], layers[j]
-        W, b = L.weight.data, (L.bias.data if L.bias is not None else np.zeros(W.shape[0], W.dtype))
+        W = L.weight.data
+        b = L.bias.data if L.bias is not None else np.zeros(W.shape[0], W.dtype)
         V = N.weight.data
         units = W.shape[0]
         if V.shape[1] % units:
