@@ -131,6 +131,12 @@ def load(path):
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"load({str(path)!r}): cannot rebuild model spec {meta.get('spec')!r} ({exc})") from exc
     try:
+        # A pruned model stores <name>_orig and <name>_mask: re-create that reparametrisation first, so the
+        # model comes back pruned with the same masks (added by the pruning engineer).
+        if any(key.endswith("_mask") and key[:-5] + "_orig" in arrays for key in arrays):
+            from minicompress import pruning
+
+            pruning.restore_pruning(model, arrays)
         model.load_state_dict(arrays, strict=True)
     except (KeyError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"load({str(path)!r}): arrays do not fit model {meta['spec']!r} ({exc})") from exc
