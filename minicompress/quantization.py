@@ -503,6 +503,9 @@ class Quantize(nn.Module):
         return QTensor(quantize(_as_array(x), self.scale, self.zero_point, self.qmin, self.qmax),
                        self.scale, self.zero_point, self.qmin, self.qmax)
 
+    def extra_repr(self):
+        return f"scale={float(self.scale):.6g}, zero_point={int(self.zero_point)}, range=[{self.qmin}, {self.qmax}]"
+
     def to_arrays(self):
         return {"scale": np.float32(self.scale), "zero_point": np.int32(self.zero_point)}, \
             {"qmin": self.qmin, "qmax": self.qmax}
@@ -571,8 +574,13 @@ class _IntegerLayer(nn.Module):
         return acc
 
     def _output(self, acc):
-        q = requantize(acc, self.M0, self.n, int(self.output_zero_point), self._lo, self.qmax)
-        return q
+        return requantize(acc, self.M0, self.n, int(self.output_zero_point), self._lo, self.qmax)
+
+    def extra_repr(self):
+        shape = "x".join(str(d) for d in self.weight_q.shape)
+        return (f"weight {shape} {self.weight_q.dtype}, out scale={float(self.output_scale):.6g} "
+                f"zero_point={int(self.output_zero_point)}, range=[{self.qmin}, {self.qmax}]"
+                + (", relu" if self.relu else ""))
 
     def to_arrays(self):
         arrays = {"weight_q": self.weight_q, "weight_scale": self.weight_scale,
@@ -658,6 +666,9 @@ class QuantizedMaxPool2d(nn.Module):
             q = np.pad(q, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=x.qmin)
         win = sliding_window_view(q, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
         return QTensor(win.max(axis=(4, 5)), x.scale, x.zero_point, x.qmin, x.qmax)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
     def to_arrays(self):
         return {}, {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding)}
@@ -766,9 +777,8 @@ class DynamicQuantizedLinear(nn.Module):
         return cls(arrays["weight_q"], arrays["weight_scale"], arrays["weight_zero_point"], arrays.get("bias"),
                    config["bits"], config["reduce_range"])
 
-    def __repr__(self):
-        return (f"DynamicQuantizedLinear(in_features={self.in_features}, out_features={self.out_features}, "
-                f"bits={self.bits})")
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}"
 
 
 def _replace_modules(module, types, make, prefix=""):
@@ -1122,6 +1132,34 @@ def share_model_weights(model, bits=5, layers=(nn.Linear, nn.Conv2d)):
 def _indices_of(module):
     idx = module.weight_indices
     return np.asarray(idx.data if isinstance(idx, Tensor) else idx).astype(np.int64)
+
+
+def export_shared(module):
+    """The arrays that store a weight-shared layer: the float32 codebook, the indices of the surviving weights
+    packed at ceil(log2 k) bits each, and (only if some weights are pruned) a 1-bit mask."""
+    idx, codebook = _indices_of(module), _param(module.weight_codebook).astype(np.float32)
+    bits = max(1, math.ceil(math.log2(codebook.size)))
+    alive = idx >= 0
+    arrays = {"codebook": codebook, "indices": pack_bits(idx[alive], bits)}
+    if not alive.all():
+        arrays["mask"] = np.packbits(alive.ravel())
+    return arrays
+
+
+def import_shared(arrays, shape):
+    """Inverse of export_shared: the dense weight codebook[indices] (0 where pruned) of the given shape."""
+    codebook = arrays["codebook"]
+    n = int(np.prod(shape))
+    alive = (np.unpackbits(arrays["mask"], count=n).astype(bool) if "mask" in arrays else np.ones(n, bool))
+    bits = max(1, math.ceil(math.log2(codebook.size)))
+    w = np.zeros(n, dtype=np.float32)
+    w[alive] = codebook[unpack_bits(arrays["indices"], bits, int(alive.sum()))]
+    return w.reshape(shape)
+
+
+def shared_nbytes(module):
+    """Bytes of a weight-shared layer's weight as stored by export_shared (indices + codebook (+ mask))."""
+    return int(sum(a.nbytes for a in export_shared(module).values()))
 
 
 def storage_ratio(n, k, b=32):
