@@ -19,6 +19,7 @@ from .tensor import (
     no_grad,
     pad,
     tensor,
+    topological_order,
     unbroadcast,
     where,
 )
@@ -28,5 +29,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Function", "Tensor", "concatenate", "default_rng", "functional", "gradcheck", "is_grad_enabled",
     "manual_seed", "matmul", "maximum", "minimum", "models", "nn", "no_grad", "optim", "pad", "tensor",
-    "unbroadcast", "where",
+    "topological_order", "unbroadcast", "where",
 ]  # fmt: skip

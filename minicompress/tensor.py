@@ -115,7 +115,7 @@ class Function:
         return result
 
 
-def _topological_order(root):
+def topological_order(root):
     """Nodes of the graph below ``root``, each after all of its inputs (iterative depth-first search).
 
     The order matters for a reused node: in ``b = a + a; c = b * b`` the gradient of ``b`` must collect both uses
@@ -193,7 +193,7 @@ class Tensor:
                 raise ValueError(f"backward(): grad has shape {grad.shape}, but the tensor has shape {self.shape}")
 
         grads = {id(self): grad}
-        for node in reversed(_topological_order(self)):
+        for node in reversed(topological_order(self)):
             g = grads.pop(id(node), None)
             if g is None:
                 continue

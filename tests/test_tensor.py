@@ -268,3 +268,16 @@ def test_against_torch_on_a_composite_expression():
     out.backward()
     np.testing.assert_allclose(ta.grad, pa.grad.numpy(), rtol=1e-10)
     np.testing.assert_allclose(tb.grad, pb.grad.numpy(), rtol=1e-10)
+
+
+def test_topological_order_puts_every_node_after_its_inputs():
+    a = tensor([1.0], requires_grad=True)
+    b = a + a
+    c = b * b + a
+    order = mc.topological_order(c)
+    assert order[-1] is c and order[0] is a
+    position = {id(n): i for i, n in enumerate(order)}
+    for node in order:
+        for parent in node._inputs:
+            if isinstance(parent, mc.Tensor) and parent.requires_grad:
+                assert position[id(parent)] < position[id(node)]
