@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["train", "evaluate", "demo"]
+COMMANDS = ["train", "evaluate", "demo", "prune"]
 
 
 class CLIError(Exception):

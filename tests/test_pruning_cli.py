@@ -1,0 +1,56 @@
+"""`minicompress prune`: end to end on the embedded MNIST subset with a small untrained-then-saved model."""
+import numpy as np
+import pytest
+
+import minicompress as mc
+from minicompress import checkpoint, cli, models
+from minicompress import pruning as prune
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    mc.manual_seed(0)
+    path = tmp_path / "m.npz"
+    checkpoint.save(models.mlp([784, 32, 16, 10]), path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["l1", "global"])
+def test_prune_command_prints_report_and_writes_sparse_file(saved, tmp_path, capsys, method):
+    out = tmp_path / "p.npz"
+    assert cli.main(["prune", str(saved), "--amount", "0.75", "--method", method, "--out", str(out),
+                     "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    dense_bytes = 4 * (784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10)
+    assert "% left" in text and "test accuracy: before" in text and f"bytes: before {dense_bytes:,}" in text
+    weights = [r for r in prune.sparsity_report(prune.load_sparse(out)) if r["name"].endswith("weight")]
+    if method == "l1":
+        assert [r["zeros"] for r in weights] == [round(0.75 * r["params"]) for r in weights]
+    else:
+        assert sum(r["zeros"] for r in weights) == round(0.75 * sum(r["params"] for r in weights))
+
+
+def test_prune_command_structured_fine_tunes_and_saves_a_smaller_model(saved, tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    assert cli.main(["prune", str(saved), "--amount", "0.5", "--method", "structured", "--finetune-epochs", "1",
+                     "--out", str(out), "--no-progress"]) == 0
+    assert "a smaller dense model" in capsys.readouterr().out
+    small = checkpoint.load(out)
+    assert small.spec == "mlp:784-16-8-10"
+    assert small(np.zeros((1, 1, 28, 28), dtype=np.float32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--amount", "1.5"], "--amount 1.5"), (["--amount", "nan"], "--amount nan"),
+    (["--finetune-epochs", "-1"], "--finetune-epochs -1"),
+])
+def test_prune_command_bad_values_exit_2_with_one_line(saved, capsys, argv, words):
+    assert cli.main(["prune", str(saved), *argv]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+
+
+def test_prune_command_unknown_method_is_an_argparse_error(saved, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["prune", str(saved), "--method", "random"])
+    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
