@@ -1,0 +1,82 @@
+"""Deep Compression pipeline: relative positions with fillers, lossless layer coding, the whole chain on MNIST."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minicompress as mc
+from minicompress import checkpoint, data, models, nn, pipeline, quantization
+from minicompress.train import evaluate, fit
+
+
+def test_relative_positions_with_fillers_on_concrete_numbers():
+    """Positions 1, 3, 12 with 2-bit gaps (G = 4): gaps 2, 2, 9; the gap of 9 becomes two fillers of 4, then 1."""
+    gaps, filler = pipeline.relative_positions([1, 3, 12], gap_bits=2)
+    np.testing.assert_array_equal(gaps + 1, [2, 2, 4, 4, 1])
+    np.testing.assert_array_equal(filler, [False, False, True, True, False])
+    np.testing.assert_array_equal(pipeline.absolute_positions(gaps, filler), [1, 3, 12])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sets(st.integers(0, 500), max_size=60), st.integers(1, 8))
+def test_relative_positions_round_trip(positions, gap_bits):
+    positions = np.array(sorted(positions), dtype=np.int64)
+    gaps, filler = pipeline.relative_positions(positions, gap_bits)
+    assert gaps.min(initial=0) >= 0 and gaps.max(initial=0) < 2**gap_bits
+    np.testing.assert_array_equal(pipeline.absolute_positions(gaps, filler), positions)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.5, 1.0])
+def test_layer_coding_is_lossless(density):
+    rng = np.random.default_rng(0)
+    codebook = np.sort(rng.standard_normal(16)).astype(np.float32)
+    indices = rng.integers(0, 16, size=(30, 40))
+    indices[rng.random((30, 40)) >= density] = -1
+    arrays, info = pipeline.encode_layer(indices, codebook)
+    expected = np.where(indices >= 0, codebook[np.maximum(indices, 0)], 0)
+    np.testing.assert_array_equal(pipeline.decode_layer(arrays, info), expected)
+    assert 1 <= info["gap_bits"] <= 8
+
+
+def test_huffman_beats_fixed_width_on_a_skewed_layer():
+    """Most weights sit in a few clusters: entropy coding must store them in fewer bytes than fixed width."""
+    rng = np.random.default_rng(1)
+    indices = rng.choice(32, size=(100, 100), p=np.r_[[0.4, 0.3], np.full(30, 0.3 / 30)])
+    indices[rng.random((100, 100)) > 0.1] = -1
+    arrays, info = pipeline.encode_layer(indices, np.linspace(-1, 1, 32, dtype=np.float32))
+    fixed_bytes = (info["entries"] * (info["gap_bits"] + 6)) / 8 + 32 * 4
+    assert pipeline.payload_bytes(arrays) < fixed_bytes
+
+
+def test_deep_compression_on_the_embedded_subset(tmp_path):
+    """The whole chain on a small MLP: every stage smaller than the last, the file loads back to the same accuracy."""
+    mc.manual_seed(0)
+    x, y = data.load_mnist()
+    xt, yt = data.load_mnist(split="test")
+    train = data.DataLoader(x[:3000], y[:3000], batch_size=64, shuffle=True, seed=0)
+    test = data.DataLoader(xt[:1000], yt[:1000], batch_size=500)
+    model = models.mlp([784, 32, 10])
+    fit(model, train, 2, mc.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), progress=False)
+    stages = pipeline.deep_compression(model, train, test, tmp_path / "model.npz", sparsity=[0.9, 0.5], bits=4,
+                                       prune_rounds=2, prune_epochs=1, share_epochs=1)
+    names = [s["stage"] for s in stages]
+    assert names == ["dense float32", "pruned + fine-tuned", "weight sharing + fine-tuned", "Huffman coded",
+                     "loaded back from file"]
+    sizes = [s["bytes"] for s in stages[:4]]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == (784 * 32 + 32 + 32 * 10 + 10) * 4
+    assert stages[-1]["accuracy"] == stages[-2]["accuracy"]  # the file holds exactly the evaluated model
+    assert stages[-1]["accuracy"] > 0.8
+    loaded = pipeline.load_compressed(tmp_path / "model.npz")
+    for name, m in loaded.named_modules():
+        if isinstance(m, nn.Linear):
+            assert np.mean(m.weight.data == 0) >= 0.49
+            assert len(np.unique(m.weight.data[m.weight.data != 0])) <= 16
+
+
+def test_bad_input_explains(tmp_path):
+    with pytest.raises(ValueError, match="no weight-shared layer"):
+        pipeline.encode_model(models.mlp([784, 10]))
+    checkpoint.write_npz(tmp_path / "other.npz", {"a": np.zeros(1)}, {"kind": "pruned"})
+    with pytest.raises(ValueError, match="kind"):
+        pipeline.load_compressed(tmp_path / "other.npz")
