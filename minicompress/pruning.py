@@ -331,15 +331,15 @@ def effective(module, name):
     return w * mask
 
 
-def _sparsities(sparsity, n):
+def _sparsities(sparsity, n, where="prune_to_sparsity"):
     if isinstance(sparsity, numbers.Real):
         sparsity = [sparsity] * n
     sparsity = [float(s) for s in sparsity]
     if len(sparsity) != n:
-        raise ValueError(f"prune_to_sparsity: got {len(sparsity)} sparsities for {n} parameters")
+        raise ValueError(f"{where}: got {len(sparsity)} sparsities for {n} parameters")
     for s in sparsity:
         if math.isnan(s) or not 0.0 <= s <= 1.0:
-            raise ValueError(f"prune_to_sparsity: sparsity={s} must be in [0, 1]")
+            raise ValueError(f"{where}: sparsity={s} must be in [0, 1]")
     return sparsity
 
 
@@ -353,7 +353,7 @@ def prune_to_sparsity(parameters, sparsity, scope="layer"):
     parameters = list(parameters)
     masks = [mask_of(m, n) for m, n in parameters]
     if scope == "global":
-        (s,) = set(_sparsities(sparsity, 1))
+        (s,) = _sparsities(sparsity, 1)
         total = sum(mask.size for mask in masks)
         k = round(s * total) - sum(int((mask == 0).sum()) for mask in masks)
         if k > 0:
@@ -427,26 +427,32 @@ class GradualPruning:
 
     At steps t = t0, t0 + dt, ..., t0 + n * dt the parameters are pruned to s_t = agp_sparsity(t, ...)
     (per layer with scope="layer", with one global threshold with scope="global"). Training continues
-    between pruning steps, so the network recovers from each small cut. self.history holds (t, s_t).
+    between pruning steps, so the network recovers from each small cut. final_sparsity (and
+    initial_sparsity) is a float, or with scope="layer" one float per parameter.
+    self.history holds (t, s_t), s_t a float or a list like final_sparsity.
     """
 
     def __init__(self, parameters, final_sparsity, initial_sparsity=0.0, start_step=0, n_steps=10,
                  frequency=100, scope="layer"):
         if n_steps < 1 or frequency < 1:
             raise ValueError(f"GradualPruning: n_steps={n_steps} and frequency={frequency} must be >= 1")
+        if scope not in ("layer", "global"):
+            raise ValueError(f"GradualPruning: scope={scope!r}, allowed 'layer' or 'global'")
         self.parameters = list(parameters)
-        self.s_f, self.s_i = final_sparsity, initial_sparsity
+        count = 1 if scope == "global" else len(self.parameters)
+        self.s_f = _sparsities(final_sparsity, count, "GradualPruning")
+        self.s_i = _sparsities(initial_sparsity, count, "GradualPruning")
         self.t0, self.n, self.dt, self.scope = start_step, n_steps, frequency, scope
-        _sparsities(final_sparsity, 1), _sparsities(initial_sparsity, 1)
+        self._scalar = isinstance(final_sparsity, numbers.Real)
         self.history = []
 
     def on_step_end(self, model, step, loss):
         t = step
         if t < self.t0 or t > self.t0 + self.n * self.dt or (t - self.t0) % self.dt:
             return
-        s_t = agp_sparsity(t, self.s_f, self.s_i, self.t0, self.n, self.dt)
-        prune_to_sparsity(self.parameters, s_t, self.scope)
-        self.history.append((t, s_t))
+        s_t = [agp_sparsity(t, s_f, s_i, self.t0, self.n, self.dt) for s_f, s_i in zip(self.s_f, self.s_i)]
+        prune_to_sparsity(self.parameters, s_t if self.scope == "layer" else s_t[0], self.scope)
+        self.history.append((t, s_t[0] if self._scalar else s_t))
 
 
 def snapshot(model):
@@ -480,7 +486,7 @@ def iterative_pruning(model, sparsity, rounds, finetune, evaluate=None, paramete
     parameters = prunable(model) if parameters is None else list(parameters)
     if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
         raise ValueError(f"iterative_pruning: rounds={rounds!r} must be an int >= 1")
-    targets = _sparsities(sparsity, 1 if scope == "global" else len(parameters))
+    targets = _sparsities(sparsity, 1 if scope == "global" else len(parameters), "iterative_pruning")
     history = []
     for k in range(1, rounds + 1):
         s_k = [1.0 - (1.0 - s) ** (k / rounds) for s in targets]

@@ -547,3 +547,16 @@ def test_plots_draw():
                                      dict(layer="b", sparsity=0.5, accuracy=0.8)]).lines) == 2
     assert len(viz.plot_accuracy_vs_sparsity({"one-shot": [(0.5, 0.9), (0.9, 0.5)]}).lines) == 1
     assert viz.plot_weight_histogram(np.arange(10.0), amount=0.3).lines[1].get_xdata()[0] == 2.0
+
+
+def test_gradual_pruning_per_layer_targets():
+    model = small_mlp()
+    params = prune.prunable(model)
+    callback = prune.GradualPruning(params, [0.9, 0.5, 0.25], n_steps=2, frequency=1)
+    for step in range(3):
+        callback.on_step_end(model, step, 0.0)
+    assert zeros_in_masks(params) == [108, 40, 6]
+    assert callback.history[1] == (1, [pytest.approx(0.9 - 0.9 / 8), pytest.approx(0.5 - 0.5 / 8),
+                                       pytest.approx(0.25 - 0.25 / 8)])
+    with pytest.raises(ValueError, match="GradualPruning: got 2 sparsities for 3"):
+        prune.GradualPruning(params, [0.9, 0.5])
