@@ -1,0 +1,80 @@
+"""Deep Compression on full MNIST (Han, Mao, Dally 2016): LeNet-300-100 from 1070 KB to 27 KB (40x), LeNet-5 39x,
+at no loss of accuracy.
+
+For each model: train it dense, then run minicompress.pipeline.deep_compression (iterative pruning with fine-tuning,
+k-means weight sharing with codebook fine-tuning, Huffman coding of cluster indices and relative positions, a file
+written and loaded back). Prints one row per stage and checks the targets: compression ratio (stored payload bytes,
+indices, code tables, codebooks and biases included, against float32) and test error no more than 0.1 points above
+the dense model's.
+
+    python benchmarks/deep_compression.py                    # both models, full settings
+    python benchmarks/deep_compression.py --models lenet300_100
+    python benchmarks/deep_compression.py --quick            # smoke run: 5000 images, 1 epoch per stage
+"""
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import minicompress as mc
+from minicompress import data, models, nn, optim, pipeline
+from minicompress.train import evaluate, fit
+
+# Per-layer sparsities in the spirit of Han et al. (2015, Table 1-2): the big fully connected layers are pruned
+# hardest, the first convolution and the output layer least.
+SETTINGS = {
+    "lenet300_100": dict(dense_epochs=10, sparsity=[0.95, 0.92, 0.75], bits={nn.Linear: 5}, rounds=5,
+                         prune_epochs=2, share_epochs=2, lr=0.01, target_ratio=40),
+    "lenet5": dict(dense_epochs=10, sparsity=[0.4, 0.85, 0.97, 0.9, 0.6], bits={nn.Conv2d: 5, nn.Linear: 5},
+                   rounds=5, prune_epochs=2, share_epochs=2, lr=0.01, target_ratio=39),
+}
+
+
+def run(spec, cfg, train, test, quick):
+    mc.manual_seed(0)
+    model = models.from_spec(spec)
+    start = time.perf_counter()
+    epochs = 1 if quick else cfg["dense_epochs"]
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    fit(model, train, epochs, opt, scheduler=optim.CosineAnnealingLR(opt, T_max=epochs), progress=False)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{spec}.npz"
+        stages = pipeline.deep_compression(
+            model, train, test, path, sparsity=cfg["sparsity"], bits=cfg["bits"],
+            prune_rounds=1 if quick else cfg["rounds"], prune_epochs=1 if quick else cfg["prune_epochs"],
+            share_epochs=1 if quick else cfg["share_epochs"], lr=cfg["lr"])
+        loaded_accuracy = evaluate(pipeline.load_compressed(path), test, progress=False)
+    print(f"\n{spec} ({time.perf_counter() - start:.0f} s)")
+    print(f"{'stage':<30}{'test error':>11}{'bytes':>10}{'ratio':>8}  note")
+    for s in stages:
+        print(f"{s['stage']:<30}{1 - s['accuracy']:>10.2%}{s['bytes']:>10,}{s['ratio']:>7.1f}x  {s['note']}")
+    dense_error, final_error = 1 - stages[0]["accuracy"], 1 - stages[-1]["accuracy"]
+    ratio = stages[-1]["ratio"]
+    assert loaded_accuracy == stages[-1]["accuracy"]
+    ok_ratio, ok_error = ratio >= cfg["target_ratio"], final_error <= dense_error + 0.001 + 1e-12
+    print(f"target: ratio >= {cfg['target_ratio']}x: {'yes' if ok_ratio else 'NO'} ({ratio:.1f}x); "
+          f"error <= dense + 0.1 points: {'yes' if ok_error else 'NO'} "
+          f"({final_error:.2%} vs {dense_error:.2%})", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--quick", action="store_true", help="5000 training images, one epoch per stage")
+    args = parser.parse_args()
+    root = data.shared_data_dir()
+    if root is None:
+        raise SystemExit("full MNIST not found (../shared/data or $MINICOMPRESS_DATA); nothing to measure")
+    x, y = data.load_mnist(root, "train")
+    xt, yt = data.load_mnist(root, "test")
+    if args.quick:
+        x, y = x[:5000], y[:5000]
+    train = data.DataLoader(x, y, batch_size=64, shuffle=True, seed=0)
+    test = data.DataLoader(xt, yt, batch_size=1000)
+    for spec in args.models:
+        run(spec, SETTINGS[spec], train, test, args.quick)
+
+
+if __name__ == "__main__":
+    main()
