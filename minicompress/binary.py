@@ -20,7 +20,7 @@ import numpy as np
 
 from . import functional as F
 from . import nn
-from .checkpoint import read_npz, write_npz
+from .checkpoint import CheckpointError, read_npz, write_npz
 from .tensor import Function, Tensor, default_rng, no_grad
 
 STE_VARIANTS = ("ste", "identity", "approxsign")
@@ -633,20 +633,23 @@ def save(packed, path):
 
 
 def load(path):
-    """Read a ``PackedBinaryModel`` written by ``save``."""
+    """Read a ``PackedBinaryModel`` written by ``save``; a file whose layers do not fit raises CheckpointError."""
     arrays, meta = read_npz(path, kind="binary")
     packed_types = {cls.__name__: cls for cls in _PACKED.values()}
     layers = []
-    for i, cfg in enumerate(meta["layers"]):
+    for i, cfg in enumerate(meta.get("layers", [])):
         cfg = dict(cfg)
-        name = cfg.pop("type")
+        name = cfg.pop("type", None)
         state = {key.split(".", 1)[1]: value for key, value in arrays.items() if key.split(".", 1)[0] == str(i)}
-        if name in packed_types:
-            layers.append(packed_types[name](**cfg, **state))
-        elif name in _KEPT:
-            kept = _KEPT[name][0](**cfg)
-            kept.load_state_dict(state)
-            layers.append(kept.eval())
-        else:
-            raise ValueError(f"binary.load: {path}: unknown layer type {name!r} at position {i}")
+        try:
+            if name in packed_types:
+                layers.append(packed_types[name](**cfg, **state))
+            elif name in _KEPT:
+                kept = _KEPT[name][0](**cfg)
+                kept.load_state_dict(state)
+                layers.append(kept.eval())
+            else:
+                raise ValueError(f"unknown layer type {name!r}")
+        except (TypeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"binary.load({str(path)!r}): layer {i} ({name}) cannot be rebuilt: {exc}") from exc
     return PackedBinaryModel(layers, meta.get("spec"))

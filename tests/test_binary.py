@@ -359,10 +359,14 @@ def test_packed_conv_model_equals_float_exactly(activations, tmp_path):
     np.testing.assert_array_equal(binary.load(tmp_path / "c.npz")(x), ref)
 
 
-def test_load_rejects_other_kinds(tmp_path):
+def test_load_rejects_other_kinds_and_broken_layers(tmp_path):
     write_npz(tmp_path / "m.npz", {"w": np.zeros(2)}, {"kind": "model"})
     with pytest.raises(CheckpointError, match="expected 'binary'"):
         binary.load(tmp_path / "m.npz")
+    layer = {"type": "PackedBinaryLinear", "binary_activations": True, "in_features": 9, "out_features": 2}
+    write_npz(tmp_path / "b.npz", {"0.bits": np.zeros((2, 1), np.uint8)}, {"kind": "binary", "layers": [layer]})
+    with pytest.raises(CheckpointError, match=r"layer 0 \(PackedBinaryLinear\) .* shape \(2, 2\)"):
+        binary.load(tmp_path / "b.npz")
 
 
 def test_binary_mlp_learns_mnist_subset_and_packed_model_agrees():
