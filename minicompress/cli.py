@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["train", "evaluate", "demo", "prune"]
+COMMANDS = ["train", "evaluate", "demo", "prune", "quantize", "compress", "binarize"]
 
 
 class CLIError(Exception):

@@ -172,6 +172,14 @@ def load_compressed(path):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def default_sparsity(model):
+    """Per-layer sparsities in the spirit of Han et al. 2015: 92% for hidden layers, less for the layers that have
+    few weights and carry every input or every output (a first convolution 40%, the output layer 75%)."""
+    layers = [m for m, _ in pruning.prunable(model)]
+    first_conv = isinstance(layers[0], nn.Conv2d)
+    return [0.75 if i == len(layers) - 1 else 0.4 if i == 0 and first_conv else 0.92 for i in range(len(layers))]
+
+
 def dense_bytes(model):
     """float32 bytes of every parameter: the baseline of every compression ratio."""
     return int(sum(p.size for p in model.parameters())) * 4
@@ -202,10 +210,14 @@ def share_and_finetune(model, train_loader, bits, epochs=1, lr=0.001, progress=F
     return model
 
 
-def deep_compression(model, train_loader, test_loader, path, sparsity=0.92, bits=None, prune_rounds=3,
+def deep_compression(model, train_loader, test_loader, path, sparsity=None, bits=None, prune_rounds=3,
                      prune_epochs=1, share_epochs=1, lr=0.01, progress=False):
     """Run every stage on a trained zoo model and return a list of stage reports (dicts with "stage",
-    "accuracy", "bytes", "ratio"), ending with the file loaded back from ``path`` and evaluated."""
+    "accuracy", "bytes", "ratio"), ending with the file loaded back from ``path`` and evaluated.
+
+    Defaults: ``default_sparsity(model)``; 8-bit codebooks for convolutions, 5-bit for linear layers (the paper's).
+    """
+    sparsity = default_sparsity(model) if sparsity is None else sparsity
     bits = {nn.Conv2d: 8, nn.Linear: 5} if bits is None else bits
     baseline = dense_bytes(model)
     stages = []

@@ -80,3 +80,18 @@ def test_bad_input_explains(tmp_path):
     checkpoint.write_npz(tmp_path / "other.npz", {"a": np.zeros(1)}, {"kind": "pruned"})
     with pytest.raises(ValueError, match="kind"):
         pipeline.load_compressed(tmp_path / "other.npz")
+
+
+def test_cli_compress_writes_a_file_that_loads_back(tmp_path, capsys):
+    from minicompress import cli
+
+    model_path, out = tmp_path / "m.npz", tmp_path / "m.dc.npz"
+    assert cli.main(["train", "--model", "mlp:784-16-10", "--epochs", "1", "--out", str(model_path),
+                     "--no-progress"]) in (0, None)
+    assert cli.main(["compress", str(model_path), "--sparsity", "0.8,0.5", "--bits", "3", "--rounds", "1",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Huffman coded" in printed and "loaded back from file" in printed
+    model = pipeline.load_compressed(out)
+    assert len(np.unique(model[1].weight.data)) <= 2**3 + 1  # 8 shared values and the pruned zeros
+    assert cli.main(["compress", str(model_path), "--sparsity", "1.5"]) == 2
