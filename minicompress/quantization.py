@@ -404,15 +404,16 @@ def exact_block_size(a_bound, b_bound, float_dtype=np.float32):
     return limit if term == 0 else limit // term
 
 
-def int_matmul(a, b, a_bound=None, b_bound=None, float_dtype=None):
+def int_matmul(a, b, a_bound=None, b_bound=None, engine=None):
     """Exact a @ b for integer-valued a (M, K) and b (K, N), computed with float BLAS in exact blocks.
 
     NumPy's integer matmul is exact but does not use BLAS (it is ~50x slower). A float matmul on
     integer-valued arrays is exact as long as every partial sum stays below 2^24 (float32) or 2^53 (float64):
     K is split into blocks of ``exact_block_size`` columns, each block multiplied in float and converted
-    back to integers, the blocks summed in int64. float32 is tried first, then float64, then NumPy int64.
-    For int8 weights and uint8 activations one product is at most 128 * 255 = 32640 < 2^15, so float32 sums
-    up to 514 terms exactly (LeNet-5's largest layer has K = 400: one block).
+    back to integers, the blocks summed in int64. ``engine`` None tries float32, then float64, then NumPy
+    int64; np.float32 / np.float64 force a float type (still blocked), np.int64 asks for NumPy's integer
+    matmul (the slow reference). For int8 weights and uint8 activations one product is at most
+    128 * 255 = 32640 < 2^15, so float32 sums up to 514 terms exactly (LeNet-5's largest K is 400: one block).
     ``a_bound`` / ``b_bound`` bound |a| and |b| (computed when not given). Returns int32 when
     K * a_bound * b_bound < 2^31 (the int32 accumulator of Jacob et al.), else int64.
     """
@@ -423,12 +424,12 @@ def int_matmul(a, b, a_bound=None, b_bound=None, float_dtype=None):
     b_bound = int(np.abs(b).max()) if b_bound is None and b.size else int(b_bound or 0)
     k = a.shape[1]
     acc_dtype = np.int32 if k * a_bound * b_bound <= np.iinfo(np.int32).max else np.int64
-    dtypes = (np.float32, np.float64) if float_dtype is None else (float_dtype,)
+    dtypes = (np.float32, np.float64) if engine is None else (engine,)
     for dt in dtypes:
-        block = exact_block_size(a_bound, b_bound, dt)
+        block = 0 if dt == np.int64 else exact_block_size(a_bound, b_bound, dt)
         if block >= 1:
             break
-    else:  # even a single product overflows the float significand
+    else:  # asked for, or even a single product overflows the float significand
         return (a.astype(np.int64) @ b.astype(np.int64)).astype(acc_dtype)
     af, bf = a.astype(dt, copy=False), b.astype(dt, copy=False)
     if block >= k:
@@ -470,12 +471,15 @@ def requantize(acc, M0, n, zero_point, qmin, qmax):
     """q = clamp(Z + round(acc * M0 * 2^-(31 + n)), qmin, qmax): int32 accumulators to the output code.
 
     acc * M0 fits in int64 because |acc| < 2^31 and M0 < 2^31. M0 and n may be per channel (broadcast).
+    The rounding constant and the zero point are added together before the shift (Z * 2^s is exact).
     """
     if acc.dtype != np.int32:
         raise ValueError(f"requantize: accumulators must be int32 (Jacob et al.), got {acc.dtype}")
-    out = rounding_right_shift(acc.astype(np.int64) * M0, 31 + n)
-    out += zero_point
-    return np.clip(out, qmin, qmax, out=out).astype(_int_dtype(qmin, qmax))
+    shift = 31 + np.asarray(n, dtype=np.int64)
+    t = np.multiply(acc, M0, dtype=np.int64)
+    t += (np.int64(zero_point) << shift) + (np.int64(1) << (shift - 1))  # + Z, + 1/2 for round half up
+    t >>= shift
+    return np.clip(t, qmin, qmax, out=t).astype(_int_dtype(qmin, qmax))
 
 
 # ====================================================================================================================
@@ -542,8 +546,9 @@ class _IntegerLayer(nn.Module):
         super().__init__()
         self.weight_q = np.asarray(weight_q)
         out = self.weight_q.shape[0]
-        self.weight_scale = np.broadcast_to(np.asarray(weight_scale, np.float32), (out,)).copy()
-        self.weight_zero_point = np.broadcast_to(np.asarray(weight_zero_point, np.int32), (out,)).copy()
+        # (1,) for per-tensor, (out,) for per-channel: stored as given
+        self.weight_scale = np.asarray(weight_scale, np.float32).reshape(-1)
+        self.weight_zero_point = np.asarray(weight_zero_point, np.int32).reshape(-1)
         self.bias_q = None if bias_q is None else np.asarray(bias_q, dtype=np.int32)
         self.input_scale, self.input_zero_point = np.float32(input_scale), np.int32(input_zero_point)
         self.output_scale, self.output_zero_point = np.float32(output_scale), np.int32(output_zero_point)
@@ -551,9 +556,9 @@ class _IntegerLayer(nn.Module):
         # M = S1 * S2 / S3 per output channel, as the fixed-point M0 * 2^-n
         self.M = np.float64(self.input_scale) * self.weight_scale.astype(np.float64) / np.float64(self.output_scale)
         self.M0, self.n = quantize_multiplier(self.M)
-        w = self.weight_q.reshape(out, -1).astype(np.int32) - self.weight_zero_point[:, None]
+        w = self.weight_q.reshape(out, -1).astype(np.int32) - self.weight_zero_point.reshape(-1, 1)
         self._w_bound = int(np.abs(w).max()) if w.size else 0
-        self._wT = np.ascontiguousarray(w.T.astype(np.float32))
+        self._w = w.astype(np.float32)
         # a fused ReLU is just a higher lower clamp: real 0 is the integer Z3
         self._lo = max(self.qmin, int(self.output_zero_point)) if self.relu else self.qmin
 
@@ -565,16 +570,14 @@ class _IntegerLayer(nn.Module):
             raise ValueError(f"{type(self).__name__}: input quantized with (S={x.scale}, Z={x.zero_point}) but the "
                              f"layer was built for (S={self.input_scale}, Z={self.input_zero_point})")
 
-    def _accumulate(self, cols):
-        """int32 accumulators sum_k (q1 - Z1)(q2 - Z2) + q_bias for rows ``cols`` of (q1 - Z1) (float32 ints)."""
-        a_bound = max(abs(self.qmin - int(self.input_zero_point)), abs(self.qmax - int(self.input_zero_point)))
-        acc = int_matmul(cols, self._wT, a_bound=a_bound, b_bound=self._w_bound)
-        if self.bias_q is not None:
-            acc += self.bias_q
-        return acc
+    def _a_bound(self):
+        return max(abs(self.qmin - int(self.input_zero_point)), abs(self.qmax - int(self.input_zero_point)))
 
-    def _output(self, acc):
-        return requantize(acc, self.M0, self.n, int(self.output_zero_point), self._lo, self.qmax)
+    def _output(self, acc, channel_axis):
+        shape = [1, 1]
+        shape[channel_axis] = -1
+        M0, n = self.M0.reshape(shape), self.n.reshape(shape)
+        return requantize(acc, M0, n, int(self.output_zero_point), self._lo, self.qmax)
 
     def extra_repr(self):
         shape = "x".join(str(d) for d in self.weight_q.shape)
@@ -610,12 +613,22 @@ class QuantizedLinear(_IntegerLayer):
     Input and output are QTensors (unsigned activations), the weight is int8 (per-channel or per-tensor).
     """
 
-    def forward(self, x):
+    def columns(self, x):
+        """The rows (q1 - Z1) that meet the weight: (N, in_features) float32 holding integers."""
         self._check_input(x)
         if x.q.ndim != 2 or x.q.shape[1] != self.weight_q.shape[1]:
             raise ValueError(f"QuantizedLinear(in_features={self.weight_q.shape[1]}): input shape {x.q.shape}")
-        cols = x.q.astype(np.float32) - np.float32(self.input_zero_point)
-        q = self._output(self._accumulate(cols))
+        return x.q.astype(np.float32) - np.float32(self.input_zero_point)
+
+    def accumulate(self, cols, engine=None):
+        """int32 accumulators (N, out): sum_k (q1 - Z1)(q2 - Z2) + q_bias (engine: see int_matmul)."""
+        acc = int_matmul(cols, self._w.T, self._a_bound(), self._w_bound, engine)
+        if self.bias_q is not None:
+            acc += self.bias_q
+        return acc
+
+    def forward(self, x):
+        q = self._output(self.accumulate(self.columns(x)), channel_axis=1)
         return QTensor(q, self.output_scale, self.output_zero_point, self.qmin, self.qmax)
 
 
@@ -632,7 +645,16 @@ class QuantizedConv2d(_IntegerLayer):
     def _extra_config(self):
         return {"stride": list(self.stride), "padding": list(self.padding)}
 
-    def forward(self, x):
+    def output_size(self, x):
+        (kh, kw), (sh, sw), (ph, pw) = self.weight_q.shape[2:], self.stride, self.padding
+        return (x.q.shape[2] + 2 * ph - kh) // sh + 1, (x.q.shape[3] + 2 * pw - kw) // sw + 1
+
+    def columns(self, x):
+        """im2col of (q1 - Z1), transposed: (C * kh * kw, N * Ho * Wo) float32 holding integers.
+
+        Channels-first columns keep the long axis (pixels) innermost, so both the copy and the per-channel
+        requantization that follow run over long contiguous rows.
+        """
         self._check_input(x)
         o, c, kh, kw = self.weight_q.shape
         if x.q.ndim != 4 or x.q.shape[1] != c:
@@ -642,10 +664,19 @@ class QuantizedConv2d(_IntegerLayer):
         if ph or pw:
             xs = np.pad(xs, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
         win = sliding_window_view(xs, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-        n, _, ho, wo = win.shape[:4]
-        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
-        q = self._output(self._accumulate(cols))
-        return QTensor(q.reshape(n, ho, wo, o).transpose(0, 3, 1, 2), self.output_scale, self.output_zero_point,
+        return win.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, -1)
+
+    def accumulate(self, cols, engine=None):
+        """int32 accumulators (out, N * Ho * Wo): sum_k (q2 - Z2)(q1 - Z1) + q_bias (engine: see int_matmul)."""
+        acc = int_matmul(self._w, cols, self._w_bound, self._a_bound(), engine)
+        if self.bias_q is not None:
+            acc += self.bias_q[:, None]
+        return acc
+
+    def forward(self, x):
+        (ho, wo), n = self.output_size(x), x.q.shape[0]
+        q = self._output(self.accumulate(self.columns(x)), channel_axis=0)
+        return QTensor(q.reshape(-1, n, ho, wo).transpose(1, 0, 2, 3), self.output_scale, self.output_zero_point,
                        self.qmin, self.qmax)
 
 
@@ -664,8 +695,13 @@ class QuantizedMaxPool2d(nn.Module):
         q = x.q
         if ph or pw:
             q = np.pad(q, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=x.qmin)
-        win = sliding_window_view(q, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-        return QTensor(win.max(axis=(4, 5)), x.scale, x.zero_point, x.qmin, x.qmax)
+        ho, wo = (q.shape[2] - kh) // sh + 1, (q.shape[3] - kw) // sw + 1
+        out = None
+        for i in range(kh):  # loop over the kernel window only: each step is one vectorised slice
+            for j in range(kw):
+                part = q[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw]
+                out = part.copy() if out is None else np.maximum(out, part, out=out)
+        return QTensor(out, x.scale, x.zero_point, x.qmin, x.qmax)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
@@ -737,7 +773,7 @@ class DynamicQuantizedLinear(nn.Module):
         self.act_qmin, self.act_qmax = qrange(act_bits, signed=False)
         w = self.weight_q.astype(np.int32) - self.weight_zero_point[:, None]
         self._w_bound = int(np.abs(w).max()) if w.size else 0
-        self._wT = np.ascontiguousarray(w.T.astype(np.float32))
+        self._w = w.astype(np.float32)
 
     @classmethod
     def from_float(cls, linear, bits=8, per_channel=False, reduce_range=False):
@@ -758,7 +794,7 @@ class DynamicQuantizedLinear(nn.Module):
         s_x, z_x = qparams(x.min(), x.max(), act_bits, signed=False)
         q_x = quantize(x, s_x, z_x, self.act_qmin, self.act_qmax)
         a = q_x.astype(np.float32) - np.float32(z_x)
-        acc = int_matmul(a, self._wT, a_bound=max(int(z_x) - self.act_qmin, self.act_qmax - int(z_x)),
+        acc = int_matmul(a, self._w.T, a_bound=max(int(z_x) - self.act_qmin, self.act_qmax - int(z_x)),
                          b_bound=self._w_bound)
         y = acc.astype(np.float32) * (np.float32(s_x) * self.weight_scale)
         if self.bias is not None:
@@ -990,7 +1026,6 @@ def convert(prepared):
             s2, z2, wmin, wmax, axis = m.weight_qparams()
             w = _param(m.weight)
             q_w = quantize(w, s2, z2, wmin, wmax, axis)
-            s2 = np.broadcast_to(s2, (w.shape[0],))
             bias_q = None
             if m.bias is not None:  # int32 bias with scale S1 * S2 and zero point 0
                 bias_q = np.round(_param(m.bias).astype(np.float64) / (np.float64(s1) * s2)).astype(np.int32)

@@ -161,7 +161,7 @@ def test_float32_matmul_limit_of_exactness():
     a, b = np.array([[4096, 1]]), np.array([[4096], [1]])  # 2^24 + 1 is not a float32
     assert (a.astype(np.float32) @ b.astype(np.float32))[0, 0] == 2**24  # the naive float32 product is wrong
     assert Q.exact_block_size(4096, 4096, np.float32) == 1
-    assert Q.int_matmul(a, b, float_dtype=np.float32)[0, 0] == 2**24 + 1  # one product per block: exact
+    assert Q.int_matmul(a, b, engine=np.float32)[0, 0] == 2**24 + 1  # one product per block: exact
     assert Q.int_matmul(a, b)[0, 0] == 2**24 + 1
     big = np.array([[2**26, 1]]), np.array([[2**27], [1]])  # 2^53 + 1: not a float64 either
     assert (big[0].astype(np.float64) @ big[1].astype(np.float64))[0, 0] == 2**53
