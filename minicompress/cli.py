@@ -6,11 +6,18 @@ A technique adds its command by appending its module name here (list only module
 
 User errors (bad arguments, missing or invalid files) print one line to stderr and exit with code 2; set
 MINICOMPRESS_DEBUG=1 to see the full traceback instead.
+
+BLAS threads: minicompress's matrices are small, so several BLAS threads gain little, and on a busy machine they
+spin against each other: the demo measured 12 s with one thread and 180 s with two on a loaded 2-core machine.
+BLAS reads its thread count once, when NumPy is first imported, which has already happened when main() runs;
+so the command restarts itself once with OPENBLAS_NUM_THREADS=1 unless the user set a thread count.
 """
 import argparse
 import importlib
 import os
 import sys
+
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 COMMANDS = ["train", "evaluate", "demo", "prune", "quantize", "compress", "binarize"]
 
@@ -40,8 +47,19 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _restart_single_threaded() -> None:
+    """Re-run this command in a fresh interpreter with one BLAS thread (see the module docstring)."""
+    if os.name == "nt" or any(var in os.environ for var in _THREAD_VARS):
+        return
+    os.environ.update({var: "1" for var in _THREAD_VARS})
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "minicompress", *sys.argv[1:]])
+
+
 def main(argv=None) -> int:
     """Parse `argv` (default sys.argv[1:]), run the subcommand, return the exit code."""
+    if argv is None:
+        _restart_single_threaded()
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)

@@ -166,3 +166,16 @@ def test_table_formatting():
     assert text[0].split() == ["technique", "test", "acc", "size", "ratio", "infer", "ms", "note"]
     assert text[2].split() == ["a", "97.12%", "2.0", "KB", "4.0x", "1.2", "n"]
     assert demo.table_lines(rows, markdown=True)[2] == "| a | 97.12% | 2.0 KB | 4.0x | 1.2 | n |"
+
+
+def test_restarts_once_with_one_blas_thread(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli.os, "execv", lambda exe, argv: calls.append(argv))
+    monkeypatch.setattr(cli.sys, "argv", ["minicompress", "demo", "--quick"])
+    for var in cli._THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    cli._restart_single_threaded()
+    assert calls == [[sys.executable, "-m", "minicompress", "demo", "--quick"]]
+    assert all(cli.os.environ[var] == "1" for var in cli._THREAD_VARS)
+    cli._restart_single_threaded()  # the variables are now set: no second restart
+    assert len(calls) == 1
