@@ -233,7 +233,7 @@ def deep_compression(model, train_loader, test_loader, path, sparsity=None, bits
            f"{_density(model):.1%} of weights left, best sparse format per layer")
     share_and_finetune(model, train_loader, bits, share_epochs, lr / 10, progress)
     record("weight sharing + fine-tuned", model,
-           _fixed_width_bytes(model), "fixed-width indices and positions, before entropy coding")
+           fixed_width_bytes(model), "fixed-width indices and positions, before entropy coding")
     payload, file_bytes = save_compressed(model, path)
     record("Huffman coded", model, payload, f"file on disk: {file_bytes} bytes")
     loaded = load_compressed(path)
@@ -249,7 +249,7 @@ def _density(model):
     return kept / total
 
 
-def _fixed_width_bytes(model):
+def fixed_width_bytes(model):
     """Bytes with fixed-width codes instead of Huffman: per layer, log2(k+1)-bit cluster symbols and gap_bits-bit
     gaps for each stored entry, the float32 codebook; every other parameter float32."""
     arrays, layers = encode_model(model)
