@@ -83,11 +83,12 @@ def _col2im(cols, xp_shape, kernel, stride):
     """
     (kh, kw), (sh, sw) = kernel, stride
     ho, wo = cols.shape[4], cols.shape[5]
-    out = np.zeros(xp_shape, dtype=cols.dtype)
+    n, c, h, w = xp_shape
+    out = np.zeros((c, n, h, w), dtype=cols.dtype)  # channels first, like cols, so the adds read whole rows
     for i in range(kh):
         for j in range(kw):
-            out[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw] += cols[:, i, j].transpose(1, 0, 2, 3)
-    return out
+            out[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw] += cols[:, i, j]
+    return out.transpose(1, 0, 2, 3)
 
 
 def _check_image(x, op):
