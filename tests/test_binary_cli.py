@@ -32,10 +32,10 @@ def test_binarize_bad_model(model, match):
         run_binarize(["--model", model, "--epochs", "1", "--no-progress"])
 
 
-def test_binarize_registered_in_cli():
-    if "binarize" not in cli.COMMANDS:
-        pytest.skip("binarize not yet listed in cli.COMMANDS")
+def test_binarize_registered_in_cli(capsys):
+    assert "binarize" in cli.COMMANDS
     assert cli.main(["binarize", "--model", "lenet5", "--epochs", "1"]) == 2
+    assert "minicompress binarize: error: binary.from_spec" in capsys.readouterr().err
 
 
 def test_demo_row():
