@@ -7,7 +7,7 @@ Then packs each one (1 bit per weight), checks the packed forward gives exactly 
 bytes (binary weights must be 32x smaller than float32), and times packed inference against a float32 matmul of
 the same shape (median of repeats).
 
-    nice -n 5 python benchmarks/binary.py            # full run (~10 min on 2 shared cores)
+    nice -n 5 python benchmarks/binary.py            # full run: ~19 min on 2 cores shared with other jobs
     python benchmarks/binary.py --quick              # smoke test: 3,000 training images, 1 epoch, no targets
 """
 
