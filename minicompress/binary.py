@@ -32,7 +32,10 @@ STE_VARIANTS = ("ste", "identity", "approxsign")
 
 
 def sign(x):
-    """sign(x) = +1 if x >= 0 else -1, in x's dtype. Unlike ``np.sign``, sign(0) = +1 (as BinaryNet and Larq)."""
+    """sign(x) = +1 if x >= 0 else -1, in x's floating dtype (float32 for integer input).
+
+    Unlike ``np.sign``, sign(0) = +1 (as BinaryNet and Larq): 0 is not a binary value.
+    """
     x = np.asarray(x)
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
     return np.where(x >= 0, 1, -1).astype(dtype)

@@ -3,6 +3,7 @@ while their signs flip, and how many bits each layer needs. Every function retur
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from ..binary import STE_VARIANTS, sign, sign_ste
 from ..tensor import Tensor
@@ -58,6 +59,7 @@ def plot_sign_flips(recorder):
         epochs = np.arange(1, len(flips) + 1)
         ax.plot(epochs, np.maximum(np.asarray(flips) / recorder.n_weights[name], 1e-7), "o-", label=f"layer {name}")
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("fraction of signs flipped")
     ax.set_title("sign flips per epoch")
@@ -78,11 +80,13 @@ def plot_bits_per_layer(packed):
     extra = [8 * r["scale_bias_bytes"] for r in rows]
     ax.bar(pos - 0.2, f32, 0.4, label="float32 weights", color="C7")
     ax.bar(pos + 0.2, packed_bits, 0.4, label="packed bits", color="C0")
-    ax.bar(pos + 0.2, extra, 0.4, bottom=packed_bits, label="scales + bias (float32)", color="C1")
+    if any(extra):
+        ax.bar(pos + 0.2, extra, 0.4, bottom=packed_bits, label="scales + bias (float32)", color="C1")
     for p, a, b in zip(pos, f32, packed_bits):
         ax.text(p + 0.2, b, f"{a / b:.0f}x", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(pos, names)
     ax.set_yscale("log")
+    ax.set_ylim(bottom=min(packed_bits) / 2)  # log axes would otherwise cut the smallest bar
     ax.set_ylabel("bits")
     ax.set_title("bits per layer")
     ax.legend(fontsize=8)
