@@ -74,6 +74,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="embedded subset and a tiny budget (smoke test)")
     p.add_argument("--epochs", type=int, default=3, help="float training epochs (default 3)")
     p.add_argument("--qat-epochs", type=float, default=1.0, help="QAT fine-tuning epochs, may be fractional")
+    p.add_argument("--qat-lr", type=float, default=1e-3, help="QAT learning rate, SGD momentum 0.9 (default 1e-3)")
     p.add_argument("--calib", type=int, default=2048, help="calibration images (default 2048)")
     p.add_argument("--model", type=Path, help="reuse a trained float LeNet-5 checkpoint (skips training)")
     p.add_argument("--save-model", type=Path, help="save the trained float model here")
@@ -126,24 +127,27 @@ def main(argv=None):
         ("int4 PTQ per-tensor (min-max)", 4, False, Q.MinMaxObserver),
         ("int4 PTQ per-channel (min-max)", 4, True, Q.MinMaxObserver),
         ("int4 PTQ per-channel (MSE ranges)", 4, True, Q.MSEObserver),
+        ("W4A8 PTQ per-channel (int4 weights, uint8 activations)", 4, True, Q.MinMaxObserver),
     ]:
-        qmodel = Q.quantize_static(model, calib, bits=bits, per_channel=per_channel, observer=observer)
+        qmodel = Q.quantize_static(model, calib, bits=bits, per_channel=per_channel, observer=observer,
+                                   activation_bits=8 if name.startswith("W4A8") else None)
         rows[name] = {"acc": acc(qmodel), "bytes": Q.quantized_nbytes(qmodel)}
         if bits == 8 and per_channel:
             int8_model = qmodel
     dyn = Q.quantize_dynamic(model)
     rows["int8 dynamic (Linear only)"] = {"acc": acc(dyn), "bytes": Q.quantized_nbytes(dyn)}
 
-    # ---- quantization-aware training at 4 bits -------------------------------------------------------------
-    t0 = time.perf_counter()
+    # ---- quantization-aware training at 4 bits (weights and activations) ----------------------------------
     steps = max(1, int(args.qat_epochs * len(train_loader)))
-    qat = Q.prepare_qat(model, bits=4)
-    fit_steps(qat, train_loader, steps, optim.SGD(qat.parameters(), lr=0.01, momentum=0.9), args.quick)
-    qat.eval()
-    qat_int = Q.convert(qat)
-    rows["int4 QAT per-channel"] = {"acc": acc(qat_int), "bytes": Q.quantized_nbytes(qat_int),
-                                    "fake_quant_acc": acc(qat), "steps": steps,
-                                    "seconds": time.perf_counter() - t0}
+    for name, init in (("int4 QAT per-channel (moving-avg ranges)", None),
+                       ("int4 QAT per-channel (MSE ranges, frozen)", calib)):
+        t0 = time.perf_counter()
+        qat = Q.prepare_qat(model, bits=4, init_batches=init)
+        fit_steps(qat, train_loader, steps, optim.SGD(qat.parameters(), lr=args.qat_lr, momentum=0.9), args.quick)
+        qat.eval()
+        qat_int = Q.convert(qat)
+        rows[name] = {"acc": acc(qat_int), "bytes": Q.quantized_nbytes(qat_int), "fake_quant_acc": acc(qat),
+                      "steps": steps, "seconds": time.perf_counter() - t0}
 
     # ---- weight sharing (Deep Compression): 16 shared values per layer, then codebook fine-tuning ---------
     shared = Q.share_model_weights(copy.deepcopy(model), bits=4)
@@ -177,12 +181,13 @@ def main(argv=None):
         results["save_load_lossless"] = bool(same)
 
     # ---- report --------------------------------------------------------------------------------------------
-    print(f"\n{'model':42s} {'test acc':>9s} {'loss pts':>9s} {'bytes':>9s} {'ratio':>6s}")
-    print(f"{'float32':42s} {results['float_acc']:8.2f}% {0:9.2f} {float_bytes:9d} {1:6.1f}")
+    print(f"\n{'model':56s} {'test acc':>9s} {'loss pts':>9s} {'bytes':>9s} {'ratio':>6s}")
+    print(f"{'float32':56s} {results['float_acc']:8.2f}% {0:9.2f} {float_bytes:9d} {1:6.1f}")
     for name, r in rows.items():
-        print(f"{name:42s} {r['acc']:8.2f}% {r['loss_pts']:9.2f} {r['bytes']:9d} {r['ratio']:6.1f}")
-    print(f"\nint4 QAT: {steps} steps in {rows['int4 QAT per-channel']['seconds']:.0f} s; "
-          f"fake-quant model {rows['int4 QAT per-channel']['fake_quant_acc']:.2f}%")
+        print(f"{name:56s} {r['acc']:8.2f}% {r['loss_pts']:9.2f} {r['bytes']:9d} {r['ratio']:6.1f}")
+    for name, r in rows.items():
+        if "QAT" in name:
+            print(f"{name}: {r['steps']} steps in {r['seconds']:.0f} s; fake-quant model {r['fake_quant_acc']:.2f}%")
     print(f"inference on {len(x_test_in)} images, batch {batch}: float32 {results['float_ms']:.0f} ms, "
           f"integer-only int8 {results['int8_ms']:.0f} ms ({results['int8_over_float']:.2f}x); "
           f"int32 sums exact: {results['exact_int32_accumulation']}")

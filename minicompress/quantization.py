@@ -5,7 +5,7 @@ The affine map of Jacob et al. (2018) ties a real value r to an integer q:
     r = S * (q - Z)                                  dequantize
     q = clamp(round(r / S) + Z, qmin, qmax)          quantize (round half to even)
 
-S (``scale``) is a positive real, Z (``zero_point``) an integer with S * (0 - Z) ... i.e. r = 0 is exactly q = Z.
+S (``scale``) is a positive real, Z (``zero_point``) the integer that stands for r = 0 exactly.
 The course writes q = round(w * s) with s = 1 / S: the seed example q = round(w * 255) is S = 1/255, Z = 0,
 [qmin, qmax] = [0, 255] for w in [0, 1].
 
@@ -369,17 +369,22 @@ def fake_quantize(x, scale, zero_point, qmin, qmax, axis=None):
 
 class FakeQuantize(nn.Module):
     """An observer plus fake quantization, for activations in QAT. In training mode the observer is updated
-    with every batch (moving average by default); in eval mode the range is frozen."""
+    with every batch (moving average by default); in eval mode the range is frozen. ``freeze(scale,
+    zero_point)`` fixes the parameters for good (e.g. to ranges calibrated before QAT)."""
 
     def __init__(self, observer=None):
         super().__init__()
         self.observer = MovingAverageMinMaxObserver() if observer is None else observer
+        self.frozen = None
+
+    def freeze(self, scale, zero_point):
+        self.frozen = (np.float32(scale), np.int32(zero_point))
 
     def calculate_qparams(self):
-        return self.observer.calculate_qparams()
+        return self.frozen if self.frozen is not None else self.observer.calculate_qparams()
 
     def forward(self, x):
-        if self.training or self.observer.min_val is None:
+        if self.frozen is None and (self.training or self.observer.min_val is None):
             self.observer(x)
         scale, zero_point = self.calculate_qparams()
         return fake_quantize(x, scale, zero_point, self.observer.qmin, self.observer.qmax)
@@ -542,9 +547,9 @@ class _IntegerLayer(nn.Module):
     """
 
     def __init__(self, weight_q, weight_scale, weight_zero_point, bias_q, input_scale, input_zero_point,
-                 output_scale, output_zero_point, qmin, qmax, relu=False):
+                 output_scale, output_zero_point, qmin, qmax, relu=False, weight_bits=8):
         super().__init__()
-        self.weight_q = np.asarray(weight_q)
+        self.weight_q, self.weight_bits = np.asarray(weight_q), int(weight_bits)
         out = self.weight_q.shape[0]
         # (1,) for per-tensor, (out,) for per-channel: stored as given
         self.weight_scale = np.asarray(weight_scale, np.float32).reshape(-1)
@@ -592,7 +597,8 @@ class _IntegerLayer(nn.Module):
                   "output_scale": self.output_scale, "output_zero_point": self.output_zero_point}
         if self.bias_q is not None:
             arrays["bias_q"] = self.bias_q
-        return arrays, {"qmin": self.qmin, "qmax": self.qmax, "relu": self.relu, **self._extra_config()}
+        return arrays, {"qmin": self.qmin, "qmax": self.qmax, "relu": self.relu, "weight_bits": self.weight_bits,
+                        **self._extra_config()}
 
     def _extra_config(self):
         return {}
@@ -948,10 +954,11 @@ def _flatten_sequential(model, fn):
 _PASS_THROUGH = (nn.MaxPool2d, nn.Flatten, nn.ReLU, nn.Dropout, nn.Identity)
 
 
-def _prepare(model, make_observer, bits, per_channel, qat, fn):
-    _check_bits(bits, fn)
-    if bits > 8:
-        raise ValueError(f"{fn}: integer-only layers support bits <= 8 (int32 accumulation), got {bits}")
+def _prepare(model, make_observer, bits, per_channel, qat, fn, activation_bits):
+    for name, b in (("bits", bits), ("activation_bits", activation_bits)):
+        _check_bits(b, fn)
+        if b > 8:
+            raise ValueError(f"{fn}: integer-only layers support {name} <= 8 (int32 accumulation), got {b}")
     layers = _flatten_sequential(model, fn)
     out, i = [QuantStub(make_observer())], 0
     while i < len(layers):
@@ -982,15 +989,18 @@ def _prepare(model, make_observer, bits, per_channel, qat, fn):
     return prepared
 
 
-def prepare(model, bits=8, per_channel=True, observer=MinMaxObserver):
+def prepare(model, bits=8, per_channel=True, observer=MinMaxObserver, activation_bits=None):
     """Static PTQ, step 1: a float copy of ``model`` (nn.Sequential) ready for calibration.
 
     Batch norm is folded into the preceding conv / linear, a following ReLU is fused into it, and an observer
-    (``observer(bits=bits)``, unsigned affine) watches the input and every fused layer's output. Run
-    calibration batches through the result (``calibrate``), then ``convert``. Weights are quantized
-    symmetric signed, per output channel (``per_channel``) or per tensor.
+    (``observer(bits=activation_bits)``, unsigned affine) watches the input and every fused layer's output. Run
+    calibration batches through the result (``calibrate``), then ``convert``. Weights are quantized to ``bits``
+    symmetric signed, per output channel (``per_channel``) or per tensor; activations to ``activation_bits``
+    (default: ``bits``; "W4A8" is bits=4, activation_bits=8).
     """
-    prepared = _prepare(model, lambda: observer(bits=bits), bits, per_channel, qat=False, fn="prepare")
+    abits = bits if activation_bits is None else activation_bits
+    prepared = _prepare(model, lambda: observer(bits=abits), bits, per_channel, qat=False, fn="prepare",
+                        activation_bits=abits)
     return prepared.eval()
 
 
@@ -1031,7 +1041,7 @@ def convert(prepared):
                 bias_q = np.round(_param(m.bias).astype(np.float64) / (np.float64(s1) * s2)).astype(np.int32)
             s3, z3 = m.activation_post_process.calculate_qparams()
             obs = _observer_of(m.activation_post_process)
-            args = (q_w, s2, z2, bias_q, s1, z1, s3, z3, obs.qmin, obs.qmax, m.relu)
+            args = (q_w, s2, z2, bias_q, s1, z1, s3, z3, obs.qmin, obs.qmax, m.relu, m.bits)
             if isinstance(m, FusedLinear):
                 out.append(QuantizedLinear(*args))
             else:
@@ -1054,9 +1064,10 @@ def _observer_of(app):
     return app.observer if isinstance(app, FakeQuantize) else app
 
 
-def quantize_static(model, batches, bits=8, per_channel=True, observer=MinMaxObserver, num_batches=None):
+def quantize_static(model, batches, bits=8, per_channel=True, observer=MinMaxObserver, num_batches=None,
+                    activation_bits=None):
     """prepare -> calibrate -> convert in one call; returns the integer-only model."""
-    return convert(calibrate(prepare(model, bits, per_channel, observer), batches, num_batches))
+    return convert(calibrate(prepare(model, bits, per_channel, observer, activation_bits), batches, num_batches))
 
 
 # ====================================================================================================================
@@ -1064,17 +1075,31 @@ def quantize_static(model, batches, bits=8, per_channel=True, observer=MinMaxObs
 # ====================================================================================================================
 
 
-def prepare_qat(model, bits=8, per_channel=True, averaging_constant=0.01):
+def prepare_qat(model, bits=8, per_channel=True, averaging_constant=0.01, activation_bits=None,
+                init_batches=None, init_observer=MSEObserver):
     """A float copy of ``model`` that trains through the rounding: weights fake-quantized (symmetric, per
     channel by default) in every forward, activations fake-quantized with moving-average ranges
     (c = ``averaging_constant``). Batch norm is folded first (fine-tuning then trains the folded weights;
     PyTorch's ConvBn2d instead keeps updating the batch statistics). Fine-tune with any optimizer on
-    ``parameters()``, then ``convert``.
+    ``parameters()``, then ``convert``. ``activation_bits`` as in ``prepare``.
+    With ``init_batches``, activation ranges are instead calibrated once as in PTQ (``init_observer``, by
+    default the MSE search) and frozen: training then only moves the weights onto the grid.
     """
-    def make():
-        return FakeQuantize(MovingAverageMinMaxObserver(averaging_constant, bits=bits))
+    abits = bits if activation_bits is None else activation_bits
 
-    return _prepare(model, make, bits, per_channel, qat=True, fn="prepare_qat").train()
+    def make():
+        return FakeQuantize(MovingAverageMinMaxObserver(averaging_constant, bits=abits))
+
+    qat = _prepare(model, make, bits, per_channel, qat=True, fn="prepare_qat", activation_bits=abits)
+    if init_batches is not None:
+        calibrated = calibrate(prepare(model, bits, per_channel, init_observer, abits), init_batches)
+        for fq, obs in zip(_activation_modules(qat), _activation_modules(calibrated)):
+            fq.freeze(*obs.calculate_qparams())
+    return qat.train()
+
+
+def _activation_modules(prepared):
+    return [m.activation_post_process for m in prepared if hasattr(m, "activation_post_process")]
 
 
 # ====================================================================================================================
@@ -1224,10 +1249,6 @@ def unpack_bits(packed, bits, n):
     return planes.astype(np.int64) @ (np.int64(1) << np.arange(bits, dtype=np.int64))
 
 
-def _bits_of_range(qmin, qmax):
-    return max(1, int(qmax - qmin).bit_length())
-
-
 def _export_module(module):
     """Arrays and config of one quantized module as stored: sub-byte integer weights are bit-packed."""
     arrays, config = module.to_arrays()
@@ -1235,23 +1256,21 @@ def _export_module(module):
         q = np.asarray(arrays.pop("weight_q"))
         bits = _weight_bits(module)
         arrays["weight_packed"] = pack_bits(q.astype(np.int64) + 2 ** (bits - 1), bits)
-        config.update(weight_shape=list(q.shape), weight_bits=bits, weight_dtype=q.dtype.str)
+        config.update(weight_shape=list(q.shape), packed_bits=bits, weight_dtype=q.dtype.str)
     return arrays, config
 
 
 def _weight_bits(module):
-    if isinstance(module, DynamicQuantizedLinear):
-        return module.bits
-    return _bits_of_range(module.qmin, module.qmax)  # weights use as many bits as the activations
+    return module.bits if isinstance(module, DynamicQuantizedLinear) else module.weight_bits
 
 
 def _import_module(cls, arrays, config):
     if "weight_packed" in arrays:
         arrays = dict(arrays)
-        bits, shape = config["weight_bits"], tuple(config["weight_shape"])
+        bits, shape = config["packed_bits"], tuple(config["weight_shape"])
         q = unpack_bits(arrays.pop("weight_packed"), bits, int(np.prod(shape))) - 2 ** (bits - 1)
         arrays["weight_q"] = q.reshape(shape).astype(np.dtype(config["weight_dtype"]))
-    config = {k: v for k, v in config.items() if k not in ("weight_shape", "weight_bits", "weight_dtype")}
+    config = {k: v for k, v in config.items() if k not in ("weight_shape", "packed_bits", "weight_dtype")}
     return cls.from_arrays(arrays, config)
 
 

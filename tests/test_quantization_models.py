@@ -188,6 +188,18 @@ def test_qat_trains_through_fake_quantization():
     assert agree > 0.95  # the integer model predicts what the fake-quantized model predicts
 
 
+def test_qat_from_calibrated_frozen_ranges():
+    model = _with_bn_stats(_small_cnn())
+    x = _images(16)
+    qat = Q.prepare_qat(model, bits=4, init_batches=[x])
+    ptq = Q.calibrate(Q.prepare(model, bits=4, observer=Q.MSEObserver), [x])
+    frozen = [m.activation_post_process.calculate_qparams() for m in qat if hasattr(m, "activation_post_process")]
+    wanted = [m.activation_post_process.calculate_qparams() for m in ptq if hasattr(m, "activation_post_process")]
+    assert frozen == wanted
+    qat(x * 3)  # a training-mode batch with a wider range does not move frozen ranges
+    assert qat[0].activation_post_process.calculate_qparams() == wanted[0]
+
+
 def test_prepare_rejects_what_it_cannot_quantize():
     with pytest.raises(TypeError, match="need an nn.Sequential"):
         Q.prepare(nn.Linear(3, 2))
@@ -261,12 +273,13 @@ def test_nbytes_by_hand_and_lossless_save_load(tmp_path):
     mc.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 12), nn.ReLU(), nn.Linear(12, 10))
     x = _images(8)
-    for bits in (8, 4):
-        qmodel = Q.quantize_static(model, [x], bits=bits)
+    for bits, activation_bits in ((8, None), (4, None), (4, 8)):
+        qmodel = Q.quantize_static(model, [x], bits=bits, activation_bits=activation_bits)
+        assert qmodel[2].qmax == 2 ** (activation_bits or bits) - 1 and qmodel[2].weight_bits == bits
         # Quantize: S + Z; each layer: packed weights, S2 Z2 bias per channel, S1 Z1 S3 Z3
         expected = 8 + (784 * 12 * bits // 8 + 12 * 12 + 16) + (12 * 10 * bits // 8 + 10 * 12 + 16)
         assert Q.quantized_nbytes(qmodel) == expected
-        path = tmp_path / f"q{bits}.npz"
+        path = tmp_path / f"q{bits}_{activation_bits}.npz"
         Q.save_quantized(qmodel, path)
         loaded = Q.load_quantized(path)
         np.testing.assert_array_equal(loaded(x).data, qmodel(x).data)
