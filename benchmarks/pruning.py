@@ -4,7 +4,9 @@ Claim checked: LeNet-300-100 and LeNet-5 pruned to 8% of their weights (about 12
 no more than 0.1 points above the dense model's.
 
 Recipe: train the dense model (SGD with momentum 0.9, weight decay 1e-4, cosine learning rate), then prune by
-I(w) = |w| and retrain at 1/10 of the learning rate (Han et al.), with one of two schedules:
+I(w) = |w| and retrain, starting at `--retrain-lr` times the dense learning rate: 0.1 is Han et al.'s "retrain
+at 1/10 of the learning rate"; 1.0 (the default) replays the dense cosine schedule, the "learning-rate
+rewinding" that Renda, Frankle & Carbin (2020) found to beat low-rate fine-tuning. Two schedules:
   gradual (default)  Zhu & Gupta's cubic schedule as a training callback during the first `prune_epochs` of
                      retraining (every layer moves towards its final fraction kept), then more retraining;
   iterative          `rounds` times prune (each round removes the same fraction of what is left) and retrain
@@ -17,8 +19,21 @@ weights. Our LeNet-5 is the 6/16-filter, 400-120-84-10 variant of the model zoo 
 Prints the test accuracy dense and pruned, the sparsity of each layer, and bytes dense vs sparse (the exact
 payload of the smallest format per layer, and the size of the .npz file on disk).
 
-    python benchmarks/pruning.py            # full run, about 15 minutes on 2 busy cores
+    python benchmarks/pruning.py            # full run: 10 + 4 dense epochs, 8 + 5 retraining epochs
     python benchmarks/pruning.py --quick    # smoke test on 3,000 training images, under a minute
+
+Measured on 2 shared cores (seed 0; test error on the 10,000 MNIST test images; weights = Linear/Conv2d weights):
+
+    recipe                          model          dense err  pruned err  weights left  claim (<= +0.10)
+    gradual, --retrain-lr 1.0       LeNet-300-100  1.59%      1.45%       8.00%         pass (-0.14)
+    gradual, --retrain-lr 1.0       LeNet-5        0.82%      0.94%       7.89%         fail (+0.12)
+    gradual, --retrain-lr 0.1       LeNet-300-100  1.59%      1.81%       8.00%         fail (+0.22)
+    gradual, --retrain-lr 0.1       LeNet-5        0.82%      1.24%       7.89%         fail (+0.42)
+    iterative 3 rounds, 12 dense epochs, --retrain-lr 0.1   LeNet-300-100  1.65% -> 1.79%  fail (+0.14)
+
+Bytes, dense float32 -> sparse payload (bitmask + float32 values, biases dense): LeNet-300-100 1,066,440 ->
+120,139 (8.9x); LeNet-5 246,824 -> 27,656 (8.9x). The ratio is below the 12.5x fewer weights because every
+survivor still costs 4 bytes and the bitmask adds n / 8 bytes per layer.
 """
 import argparse
 import os
@@ -57,7 +72,7 @@ def dense_model(spec, cfg, loader, seed, cache):
     return model
 
 
-def run(spec, cfg, train_x, train_y, test_loader, seed, schedule, cache):
+def run(spec, cfg, train_x, train_y, test_loader, seed, schedule, cache, retrain_lr):
     loader = data.DataLoader(train_x, train_y, batch_size=64, shuffle=True, seed=seed)
     start = time.perf_counter()
     model = dense_model(spec, cfg, loader, seed, cache)
@@ -66,8 +81,7 @@ def run(spec, cfg, train_x, train_y, test_loader, seed, schedule, cache):
     print(f"{spec}: dense test accuracy {100 * dense_acc:.2f}% (error {100 * (1 - dense_acc):.2f}%) "
           f"after {cfg['epochs']} epochs")
 
-    # retrain at 1/10 of the learning rate (Han et al.)
-    ft = optim.SGD(model.parameters(), lr=cfg["lr"] / 10, momentum=0.9, weight_decay=1e-4)
+    ft = optim.SGD(model.parameters(), lr=cfg["lr"] * retrain_lr, momentum=0.9, weight_decay=1e-4)
     sparsity = [1 - k for k in cfg["keep"]]
     if schedule == "gradual":
         steps = cfg["prune_epochs"] * len(loader)
@@ -126,6 +140,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--schedule", choices=("gradual", "iterative"), default="gradual")
     parser.add_argument("--cache", default=None, help="folder to keep / reuse the trained dense models")
+    parser.add_argument("--retrain-lr", type=float, default=1.0,
+                        help="retraining learning rate as a fraction of the dense one (Han et al.: 0.1)")
     args = parser.parse_args(argv)
     root = data.shared_data_dir()
     if root is None or not (root / "mnist").is_dir():
@@ -142,7 +158,8 @@ def main(argv=None):
         cfg = dict(CONFIGS[spec])
         if args.quick:
             cfg.update({k: v for k, v in QUICK.items() if k in cfg})
-        results.append(run(spec, cfg, train_x, train_y, test_loader, args.seed, args.schedule, args.cache))
+        results.append(run(spec, cfg, train_x, train_y, test_loader, args.seed, args.schedule, args.cache,
+                           args.retrain_lr))
         print()
     print(f"{'model':<14}{'dense err':>10}{'pruned err':>11}{'weights left':>13}{'dense B':>10}{'sparse B':>10}"
           f"{'ratio':>7}  claim")

@@ -305,7 +305,9 @@ def restore_pruning(model, state):
         if not key.endswith("_mask") or key[:-5] + "_orig" not in state:
             continue
         prefix, _, name = key[:-5].rpartition(".")
-        module = modules[prefix]
+        module = modules.get(prefix)
+        if module is None:
+            raise KeyError(f"restore_pruning: state has {key!r} but the model has no module {prefix!r}")
         if _hook(module, name) is None:
             custom_from_mask(module, name, np.asarray(state[key]))
     return model
