@@ -560,3 +560,21 @@ def test_gradual_pruning_per_layer_targets():
                                        pytest.approx(0.25 - 0.25 / 8)])
     with pytest.raises(ValueError, match="GradualPruning: got 2 sparsities for 3"):
         prune.GradualPruning(params, [0.9, 0.5])
+
+
+def test_seed_example_runs_with_only_the_import_changed(capsys):
+    import minicompress.pruning as prune_module              # was: import torch.nn.utils.prune as prune
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.linear(x)
+
+    model = Net()
+    prune_module.l1_unstructured(model.linear, 'weight', amount=0.5)
+    print(model.linear.weight_orig)
+    assert "Parameter containing" in capsys.readouterr().out
+    assert int((model.linear.weight.data == 0).sum()) == 4
