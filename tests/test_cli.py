@@ -104,7 +104,7 @@ def test_train_from_data_dir_fashion(capsys, tmp_path):
     code, stdout, _ = run_cli(capsys, "evaluate", out, "--data-dir", tmp_path / "data", "--no-progress")
     assert code == 0 and "on 32 test images" in stdout
     code, _, err = run_cli(capsys, "evaluate", out, "--data-dir", tmp_path / "data", "--dataset", "mnist")
-    assert code == 2 and "train-images-idx3-ubyte" in err
+    assert code == 2 and "t10k-images-idx3-ubyte" in err
 
 
 def test_broken_idx_is_a_clean_error(capsys, tmp_path):

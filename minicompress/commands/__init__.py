@@ -44,26 +44,39 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | N
                         help="which dataset the IDX files hold (default: %(default)s)")
 
 
-def load_dataset(dataset: str, data_dir: Path | None):
-    """(x_train, y_train, x_test, y_test, description) for the CLI; user errors become CLIError."""
+def load_split(dataset: str, data_dir: Path | None, split: str):
+    """(images, labels) of one split for the CLI; user errors (missing folder or files, bad IDX) become CLIError."""
     if data_dir is not None and not Path(data_dir).is_dir():
         raise CLIError(f"--data-dir {data_dir}: not a folder")
     loader = data.load_mnist if dataset == "mnist" else data.load_fashion_mnist
     try:
-        x, y = loader(data_dir, "train")
-        xt, yt = loader(data_dir, "test")
+        return loader(data_dir, split)
     except (FileNotFoundError, data.IDXError) as exc:
         raise CLIError(str(exc)) from exc
+
+
+def describe(dataset: str, data_dir: Path | None) -> str:
+    """Where the images come from, for the command's output."""
     if dataset == "mnist" and data_dir is None:
-        where = "MNIST subset shipped with minicompress"
-    else:
-        where = f"{dataset} from {data_dir or data.shared_data_dir()}"
-    return x, y, xt, yt, f"{len(x):,} train / {len(xt):,} test images, {where}"
+        return "MNIST subset shipped with minicompress"
+    return f"{dataset} from {data_dir or data.shared_data_dir()}"
+
+
+def load_dataset(dataset: str, data_dir: Path | None):
+    """(x_train, y_train, x_test, y_test, description) for the CLI."""
+    x, y = load_split(dataset, data_dir, "train")
+    xt, yt = load_split(dataset, data_dir, "test")
+    return x, y, xt, yt, f"{len(x):,} train / {len(xt):,} test images, {describe(dataset, data_dir)}"
+
+
+def make_test_loader(dataset: str, xt, yt):
+    """Test images in order, standardised with the dataset's pixel statistics."""
+    mean, std = data.STATS[dataset]
+    return data.DataLoader(xt, yt, 500, normalize="standard", mean=mean, std=std)
 
 
 def loaders(dataset: str, x, y, xt, yt, batch_size: int = 64, seed: int = 0):
     """Train loader (shuffled, seeded) and test loader, standardised with the dataset's pixel statistics."""
     mean, std = data.STATS[dataset]
     train = data.DataLoader(x, y, batch_size, shuffle=True, seed=seed, normalize="standard", mean=mean, std=std)
-    test = data.DataLoader(xt, yt, 500, normalize="standard", mean=mean, std=std)
-    return train, test
+    return train, make_test_loader(dataset, xt, yt)

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from minicompress import checkpoint
-from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders
+from minicompress.commands import DATASETS, add_data_arguments, describe, load_split, make_test_loader
 from minicompress.train import evaluate
 
 
@@ -21,9 +21,8 @@ def run(args):
     meta = model.checkpoint_meta
     # By default, the dataset the model was trained on.
     dataset = args.dataset or (meta.get("dataset") if meta.get("dataset") in DATASETS else "mnist")
-    x, y, xt, yt, description = load_dataset(dataset, args.data_dir)
-    _, test_loader = loaders(dataset, x[:1], y[:1], xt, yt)
-    accuracy = evaluate(model, test_loader, progress=not args.no_progress)
+    xt, yt = load_split(dataset, args.data_dir, "test")
+    accuracy = evaluate(model, make_test_loader(dataset, xt, yt), progress=not args.no_progress)
     n_params = sum(p.size for p in model.parameters())
     print(f"{args.checkpoint}: {meta['spec']}, {n_params:,} parameters, {args.checkpoint.stat().st_size:,} bytes")
-    print(f"test accuracy {accuracy:.2%} on {len(yt):,} test images ({description})")
+    print(f"test accuracy {accuracy:.2%} on {len(yt):,} test images ({describe(dataset, args.data_dir)})")
