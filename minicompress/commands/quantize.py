@@ -7,8 +7,9 @@ float32) / after (integers, scales, zero points, as stored).
            torch.ao.quantization.quantize_dynamic)
   static   post-training quantization: batch norm folded, ranges observed on --calib training images,
            then an integer-only model (int32 accumulation, fixed-point requantization)
-  qat      quantization-aware training: --qat-epochs of fine-tuning through fake quantization, then the
-           same integer-only model as static
+  qat      quantization-aware training: activation ranges calibrated on --calib images (MSE search) and
+           frozen, --qat-epochs of fine-tuning through fake quantization, then the same integer-only model
+           as static
 """
 import tempfile
 from pathlib import Path
@@ -65,7 +66,7 @@ def quantize_model(model, mode, bits, per_channel, calib_batches, train_loader=N
         return Q.quantize_dynamic(model, bits=bits, per_channel=per_channel)
     if mode == "static":
         return Q.quantize_static(model, calib_batches, bits=bits, per_channel=per_channel)
-    qat = Q.prepare_qat(model, bits=bits, per_channel=per_channel)
+    qat = Q.prepare_qat(model, bits=bits, per_channel=per_channel, init_batches=calib_batches)
     fine_tune_steps(qat, train_loader, qat_steps, lr, progress)
     return Q.convert(qat.eval())
 
