@@ -154,3 +154,11 @@ def test_predict_batches_eval_mode_and_no_graph():
     assert predict(model, loader).shape == (37, 10)
     assert model.training
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_progress_bar_shows_loss_and_accuracy(digits, capsys):
+    x, y, _, _ = digits
+    model = models.mlp([784, 10])
+    fit(model, data.DataLoader(x[:100], y[:100], batch_size=50), 1, optim.SGD(model.parameters(), lr=0.1))
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "loss=" in err and "acc=" in err and "2/2" in err
