@@ -720,6 +720,25 @@ class QuantizedMaxPool2d(nn.Module):
         return cls(config["kernel_size"], config["stride"], config["padding"])
 
 
+class QuantizedAvgPool2d(QuantizedMaxPool2d):
+    """Average pooling on the integers, keeping (S, Z): mean(S (q - Z)) = S (mean(q) - Z), so
+    q_out = round(sum(q) / (kh * kw)) (ties up), an integer division. Padding uses Z (real 0, counted in the
+    mean as PyTorch's default count_include_pad=True)."""
+
+    def forward(self, x):
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        q = x.q
+        if ph or pw:
+            q = np.pad(q, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=int(x.zero_point))
+        ho, wo = (q.shape[2] - kh) // sh + 1, (q.shape[3] - kw) // sw + 1
+        total = np.zeros(q.shape[:2] + (ho, wo), dtype=np.int32)
+        for i in range(kh):
+            for j in range(kw):
+                total += q[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw]
+        k = kh * kw
+        return QTensor(((total + k // 2) // k).astype(q.dtype), x.scale, x.zero_point, x.qmin, x.qmax)
+
+
 class QuantizedReLU(nn.Module):
     """relu on integers: q -> max(q, Z) (real 0 is Z)."""
 
@@ -951,7 +970,7 @@ def _flatten_sequential(model, fn):
     return layers
 
 
-_PASS_THROUGH = (nn.MaxPool2d, nn.Flatten, nn.ReLU, nn.Dropout, nn.Identity)
+_PASS_THROUGH = (nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.ReLU, nn.Dropout, nn.Identity)
 
 
 def _prepare(model, make_observer, bits, per_channel, qat, fn, activation_bits):
@@ -982,7 +1001,7 @@ def _prepare(model, make_observer, bits, per_channel, qat, fn, activation_bits):
             i += 1
         else:
             raise TypeError(f"{fn}: layer {i} ({type(m).__name__}) cannot be quantized; supported: Linear, Conv2d "
-                            f"(+ BatchNorm, ReLU), MaxPool2d, Flatten, ReLU, Dropout, Identity")
+                            f"(+ BatchNorm, ReLU), MaxPool2d, AvgPool2d, Flatten, ReLU, Dropout, Identity")
     out.append(DeQuantStub())
     prepared = nn.Sequential(*out)
     prepared.spec = getattr(model, "spec", None)
@@ -1047,6 +1066,8 @@ def convert(prepared):
             else:
                 out.append(QuantizedConv2d(*args, stride=m.stride, padding=m.padding))
             act = (s3, z3, obs.qmin, obs.qmax)
+        elif isinstance(m, nn.AvgPool2d):  # before MaxPool2d: AvgPool2d is a subclass of it
+            out.append(QuantizedAvgPool2d(m.kernel_size, m.stride, m.padding))
         elif isinstance(m, nn.MaxPool2d):
             out.append(QuantizedMaxPool2d(m.kernel_size, m.stride, m.padding))
         elif isinstance(m, nn.Flatten):
@@ -1275,7 +1296,7 @@ def _import_module(cls, arrays, config):
 
 
 _INTEGER_MODULES = {c.__name__: c for c in (Quantize, DeQuantize, QuantizedLinear, QuantizedConv2d,
-                                            QuantizedMaxPool2d, QuantizedReLU, QuantizedFlatten,
+                                            QuantizedMaxPool2d, QuantizedAvgPool2d, QuantizedReLU, QuantizedFlatten,
                                             DynamicQuantizedLinear)}
 
 

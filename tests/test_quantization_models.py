@@ -200,6 +200,21 @@ def test_qat_from_calibrated_frozen_ranges():
     assert qat[0].activation_post_process.calculate_qparams() == wanted[0]
 
 
+def test_avg_pool_on_integers_and_save_load(tmp_path):
+    mc.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                          nn.Linear(3 * 14 * 14, 10))
+    x = _images(8)
+    qmodel = Q.quantize_static(model, [x])
+    assert type(qmodel[2]) is Q.QuantizedAvgPool2d  # AvgPool2d subclasses MaxPool2d: must not become a max
+    h = qmodel[1](qmodel[0](x))
+    pooled = qmodel[2](h)
+    exact = h.q.astype(np.float64).reshape(8, 3, 14, 2, 14, 2).mean(axis=(3, 5))
+    np.testing.assert_array_equal(pooled.q, np.floor(exact + 0.5))  # round(mean), ties up
+    Q.save_quantized(qmodel, tmp_path / "a.npz")
+    np.testing.assert_array_equal(Q.load_quantized(tmp_path / "a.npz")(x).data, qmodel(x).data)
+
+
 def test_prepare_rejects_what_it_cannot_quantize():
     with pytest.raises(TypeError, match="need an nn.Sequential"):
         Q.prepare(nn.Linear(3, 2))
