@@ -10,10 +10,10 @@ those tiny numbers into visible ones, and a small *student* is trained to match 
 
 KL is averaged over the batch (PyTorch's ``reduction="batchmean"``), CE is the usual cross-entropy at T = 1.
 Why T^2: per sample, the soft term's gradient is dKL/dz_i = (1/T) (q_i - p_i), and for large T that is about
-(z_i - v_i) / (N T^2) (N classes, logits of zero mean), so it shrinks like 1/T^2. Multiplying by T^2 keeps the soft term on the
-same scale as the hard one whatever T is, and lets one change T without retuning alpha. Hinton et al. do
-this; Intel's Distiller does not (its loss is alpha * KL + (1 - alpha) * CE at temperature T), which is why
-``kd_loss`` has ``scale_T2`` to switch it off and show the difference.
+(z_i - v_i) / (N T^2) (N classes, logits of zero mean), so it shrinks like 1/T^2. Multiplying by T^2 keeps the
+soft term on the same scale as the hard one whatever T is, and lets one change T without retuning alpha.
+Hinton et al. do this; Intel's Distiller does not (its loss is alpha * KL + (1 - alpha) * CE at temperature T),
+which is why ``kd_loss`` has ``scale_T2`` to switch it off and show the difference.
 """
 
 import copy
