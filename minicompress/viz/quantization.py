@@ -31,7 +31,7 @@ def plot_weight_histogram(w, bits=4, symmetric=True, bins=120, ax=None, title=No
     shown = grid if grid.size <= 64 else grid[[0, -1]]
     for g in shown:
         ax.axvline(g, color="C0", lw=0.6, alpha=0.8)
-    ax.axvline(0.0, color="C3", lw=1.0, label=f"0 = S * (Z - Z), Z = {int(zero_point)}")
+    ax.axvline(0.0, color="C3", lw=1.0, label=f"real 0 = integer Z = {int(zero_point)}")
     ax.set_xlabel("w")
     ax.set_ylabel("count")
     ax.set_title(title or f"{bits}-bit grid over the weights: S = {float(scale):.3g}")
@@ -85,5 +85,5 @@ def plot_fake_quant_staircase(scale=0.25, zero_point=0, qmin=-4, qmax=3, lo=None
     axes[1].set_ylim(-0.1, 1.1)
     axes[1].set_xlabel("x")
     axes[1].set_ylabel("gradient passed back")
-    axes[1].set_title("straight-through estimator: 1[qmin <= round(x/S)+Z <= qmax]")
+    axes[1].set_title("STE: 1[qmin <= round(x/S)+Z <= qmax]")
     return axes
