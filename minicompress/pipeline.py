@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from . import checkpoint, huffman, models, nn, pruning, quantization
-from .optim import SGD
+from .optim import SGD, CosineAnnealingLR
 from .train import evaluate, fit
 
 FORMAT_KIND = "deep_compression"
@@ -187,26 +187,30 @@ def dense_bytes(model):
 
 def prune_and_finetune(model, train_loader, sparsity, rounds=3, epochs_per_round=1, lr=0.01, progress=False):
     """Iterative magnitude pruning (Han et al. 2015): ``rounds`` times, prune every Linear / Conv2d layer a step
-    closer to ``sparsity`` (a float, or one per layer) and fine-tune with SGD. The masks stay in place."""
+    closer to ``sparsity`` (a float, or one per layer) and fine-tune with SGD, the learning rate annealed from
+    ``lr`` to 0 within each round (cosine). The masks stay in place."""
     layers = pruning.prunable(model)
     targets = [sparsity] * len(layers) if np.isscalar(sparsity) else list(sparsity)
     for r in range(1, rounds + 1):
         # equal steps in density (log space): each round keeps the same fraction of what is left
         step = [1 - (1 - s) ** (r / rounds) for s in targets]
         pruning.prune_to_sparsity(layers, step)
-        fit(model, train_loader, epochs_per_round, SGD(model.parameters(), lr=lr, momentum=0.9), progress=progress)
+        opt = SGD(model.parameters(), lr=lr, momentum=0.9)
+        fit(model, train_loader, epochs_per_round, opt, scheduler=CosineAnnealingLR(opt, epochs_per_round),
+            progress=progress)
     return model
 
 
 def share_and_finetune(model, train_loader, bits, epochs=1, lr=0.001, progress=False):
     """Make the pruning permanent, cluster each layer's survivors into 2^bits shared values (``bits`` an int or
-    a dict by layer type), then fine-tune the codebooks (and biases) with SGD."""
+    a dict by layer type), then fine-tune the codebooks (and biases) with SGD, annealed as above."""
     for module, name in pruning.prunable(model):
         if pruning.is_pruned(module):
             pruning.remove(module, name)
     quantization.share_model_weights(model, bits)
     if epochs:
-        fit(model, train_loader, epochs, SGD(model.parameters(), lr=lr, momentum=0.9), progress=progress)
+        opt = SGD(model.parameters(), lr=lr, momentum=0.9)
+        fit(model, train_loader, epochs, opt, scheduler=CosineAnnealingLR(opt, epochs), progress=progress)
     return model
 
 
