@@ -57,11 +57,13 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         if isinstance(value, Parameter):
-            self._forget(name)
-            self._parameters[name] = value
+            if name not in self._parameters:
+                self._forget(name)
+            self._parameters[name] = value  # an existing name keeps its place in the order
         elif isinstance(value, Module):
-            self._forget(name)
-            self._modules[name] = value
+            if name not in self._modules:
+                self._forget(name)
+            self._modules[name] = value  # replacing a child keeps its position (Sequential order)
         elif name in self._parameters or name in self._modules:
             if value is not None:
                 kind = "parameter" if name in self._parameters else "sub-module"
@@ -321,19 +323,25 @@ class Conv2d(Module):
         )
 
 
-class MaxPool2d(Module):
+class _Pool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-
-    def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}"
 
 
-class AvgPool2d(MaxPool2d):
+class MaxPool2d(_Pool2d):
+    """Maximum over each window (stride defaults to the kernel size)."""
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over each window (stride defaults to the kernel size)."""
+
     def forward(self, x):
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 

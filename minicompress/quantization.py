@@ -1066,7 +1066,7 @@ def convert(prepared):
             else:
                 out.append(QuantizedConv2d(*args, stride=m.stride, padding=m.padding))
             act = (s3, z3, obs.qmin, obs.qmax)
-        elif isinstance(m, nn.AvgPool2d):  # before MaxPool2d: AvgPool2d is a subclass of it
+        elif isinstance(m, nn.AvgPool2d):
             out.append(QuantizedAvgPool2d(m.kernel_size, m.stride, m.padding))
         elif isinstance(m, nn.MaxPool2d):
             out.append(QuantizedMaxPool2d(m.kernel_size, m.stride, m.padding))

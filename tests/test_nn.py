@@ -198,3 +198,17 @@ def test_sequential_indexing_and_repr():
     seq = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
     assert len(seq) == 3 and isinstance(seq[1], nn.ReLU) and len(seq[:2]) == 2
     assert "(0): Linear(in_features=2, out_features=3, bias=True)" in repr(seq)
+
+
+def test_replacing_a_child_or_parameter_keeps_its_position():
+    """As PyTorch: swapping layer "1" of a Sequential must not move it to the end (that would reorder forward)."""
+    seq = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    setattr(seq, "1", nn.Tanh())
+    assert [type(m).__name__ for m in seq] == ["Linear", "Tanh", "Linear"]
+    lin = nn.Linear(2, 2)
+    lin.weight = nn.Parameter(np.zeros((2, 2), dtype=np.float32))
+    assert [n for n, _ in lin.named_parameters()] == ["weight", "bias"]
+
+
+def test_average_pooling_is_not_a_kind_of_max_pooling():
+    assert not isinstance(nn.AvgPool2d(2), nn.MaxPool2d) and not isinstance(nn.MaxPool2d(2), nn.AvgPool2d)
