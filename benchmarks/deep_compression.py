@@ -1,5 +1,6 @@
-"""Deep Compression on full MNIST (Han, Mao, Dally 2016): LeNet-300-100 from 1070 KB to 27 KB (40x), LeNet-5 39x,
-at no loss of accuracy.
+"""Deep Compression on full MNIST (Han, Mao, Dally 2016): LeNet-300-100 from 1070 KB to 27 KB (40x), LeNet-5 from
+1720 KB to 44 KB (39x), at no loss of accuracy. The paper's LeNet-5 is Caffe's (``lenet5_caffe``, 431K parameters);
+``--models lenet5`` runs the zoo's smaller classic LeNet-5 (61.7K parameters) as well.
 
 For each model: train it dense, then run minicompress.pipeline.deep_compression (iterative pruning with fine-tuning,
 k-means weight sharing with codebook fine-tuning, Huffman coding of cluster indices and relative positions, a file
@@ -28,6 +29,10 @@ from minicompress.train import evaluate, fit
 SETTINGS = {
     "lenet300_100": dict(dense_epochs=10, sparsity=[0.94, 0.92, 0.75], bits={nn.Linear: 5}, rounds=4,
                          prune_epochs=3, share_epochs=2, lr=0.05, target_ratio=40),
+    # Han et al.'s LeNet-5 (Caffe, 431K parameters, 1720 KB): the network of the published 39x
+    "lenet5_caffe": dict(dense_epochs=8, sparsity=[0.34, 0.88, 0.94, 0.81], bits={nn.Conv2d: 5, nn.Linear: 5},
+                         rounds=4, prune_epochs=2, share_epochs=1, lr=0.05, target_ratio=39),
+    # the zoo's classic LeNet-5 (61.7K parameters): 7x smaller, so 39x means 6.3 KB; reported, not the target
     "lenet5": dict(dense_epochs=10, sparsity=[0.4, 0.85, 0.96, 0.9, 0.6], bits={nn.Conv2d: 5, nn.Linear: 5},
                    rounds=4, prune_epochs=3, share_epochs=2, lr=0.05, target_ratio=39),
 }
@@ -62,7 +67,7 @@ def run(spec, cfg, train, test, quick):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--models", nargs="+", default=["lenet300_100", "lenet5_caffe"], choices=list(SETTINGS))
     parser.add_argument("--quick", action="store_true", help="5000 training images, one epoch per stage")
     args = parser.parse_args()
     root = data.shared_data_dir()

@@ -50,8 +50,8 @@ from minicompress import pruning as prune
 CONFIGS = {
     "lenet300_100": dict(epochs=10, lr=0.05, prune_epochs=3, final_epochs=5, rounds=3, round_epochs=2,
                          keep=[0.078, 0.09, 0.26]),
-    "lenet5": dict(epochs=4, lr=0.05, prune_epochs=2, final_epochs=3, rounds=3, round_epochs=1,
-                   keep=[0.66, 0.12, 0.075, 0.07, 0.19]),
+    "lenet5": dict(epochs=4, lr=0.05, prune_epochs=3, final_epochs=6, rounds=3, round_epochs=1,
+                   keep=[0.66, 0.2, 0.065, 0.09, 0.25]),
 }
 QUICK = dict(train_images=3000, epochs=1, prune_epochs=1, final_epochs=1, rounds=2, round_epochs=1)
 

@@ -15,10 +15,11 @@ def n_params(model):
 def test_architectures_have_the_papers_parameter_counts():
     assert n_params(models.lenet300_100()) == 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10 == 266_610
     assert n_params(models.lenet5()) == 61_706
+    assert n_params(models.lenet5_caffe()) == 20 * 25 + 20 + 50 * 20 * 25 + 50 + 800 * 500 + 500 + 5010 == 431_080
     assert n_params(models.mlp([784, 30, 30, 10])) == 784 * 30 + 30 + 30 * 30 + 30 + 30 * 10 + 10
 
 
-@pytest.mark.parametrize("spec", ["lenet300_100", "lenet5", "mlp:784-30-30-10", "mlp:784-20-10:tanh"])
+@pytest.mark.parametrize("spec", ["lenet300_100", "lenet5", "lenet5_caffe", "mlp:784-30-30-10", "mlp:784-20-10:tanh"])
 def test_models_map_images_to_ten_logits_and_rebuild_from_spec(spec):
     model = models.from_spec(spec)
     assert model.spec == spec
