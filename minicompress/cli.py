@@ -19,7 +19,7 @@ import sys
 
 _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-COMMANDS = ["train", "evaluate", "demo", "prune", "quantize", "compress", "binarize", "distill"]
+COMMANDS = ["train", "evaluate", "demo", "prune", "quantize", "distill", "binarize", "compress"]
 
 
 class CLIError(Exception):

@@ -152,12 +152,14 @@ def test_demo_row_protocol(capsys, tmp_path, monkeypatch):
     assert checkpoint.load(out_dir / "baseline.npz").spec == "lenet300_100"
 
 
-def test_demo_quick_with_every_technique(capsys):
-    code, stdout, _ = run_cli(capsys, "demo", "--quick", "--no-progress")
+def test_demo_quick_with_every_technique(capsys, tmp_path):
+    code, stdout, _ = run_cli(capsys, "demo", "--quick", "--no-progress", "--out", tmp_path)
     assert code == 0
     assert "baseline (float32)" in stdout
     for name, _ in demo.technique_modules(None):
         assert f"{name}:" in stdout
+    assert (tmp_path / "summary.png").stat().st_size > 0
+    assert "![accuracy against compression ratio](summary.png)" in (tmp_path / "report.md").read_text()
 
 
 def test_table_formatting():

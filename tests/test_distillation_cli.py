@@ -49,7 +49,7 @@ def test_distill_command_rejects_bad_temperature(teacher_file, capsys, T):
     assert exc.value.code == 2 and "argument --T: expected a number > 0" in capsys.readouterr().err
 
 
-def test_demo_has_a_distillation_row(capsys):
-    assert cli.main(["demo", "--quick", "--only", "distill", "--no-progress"]) == 0
+def test_demo_has_a_distillation_row(capsys, tmp_path):
+    assert cli.main(["demo", "--quick", "--only", "distill", "--no-progress", "--out", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     assert "distillation -> 784-30-30-10" in table and "same student on labels alone" in table

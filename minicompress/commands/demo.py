@@ -108,7 +108,9 @@ def add_parser(subparsers):
     add_data_arguments(p)
     p.add_argument("--only", metavar="NAMES", help="comma-separated technique commands to run (default: all)")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    p.add_argument("--out", type=Path, metavar="DIR", help="write DIR/report.md, DIR/baseline.npz and figures")
+    p.add_argument("--out", type=Path, metavar="DIR", default=Path("minicompress-demo"),
+                   help="folder for report.md, summary.png, baseline.npz and the compressed files "
+                        "(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -156,7 +158,19 @@ def table_lines(rows: list[dict], markdown: bool = False) -> list[str]:
 
 
 def write_report(out_dir: Path, rows: list[dict], settings: str) -> Path:
-    lines = ["# minicompress demo", "", settings, "", *table_lines(rows, markdown=True), ""]
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file, never a window
+    import matplotlib.pyplot as plt
+
+    from minicompress.viz.summary import plot_summary
+
+    ax = plot_summary(rows)
+    ax.figure.tight_layout()
+    ax.figure.savefig(out_dir / "summary.png", dpi=120)
+    plt.close(ax.figure)
+    lines = ["# minicompress demo", "", settings, "", *table_lines(rows, markdown=True), "",
+             "![accuracy against compression ratio](summary.png)", ""]
     lines += [f"![{row['technique']}]({row['figure']})" for row in rows if row.get("figure")]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
