@@ -11,6 +11,16 @@ the dense model's.
     python benchmarks/deep_compression.py                    # both models, full settings
     python benchmarks/deep_compression.py --models lenet300_100
     python benchmarks/deep_compression.py --quick            # smoke run: 5000 images, 1 epoch per stage
+
+Measured on the project's 2-core machine (seed 0, 10,000 test images; bytes = stored payload):
+
+    model           dense err  final err  weights left  bytes dense -> stored   ratio  targets
+    LeNet-300-100   1.52%      1.60%      6.3%          1,066,440 -> 20,554     51.9x  pass (40x, +0.08 points)
+    LeNet-5 (Caffe) 0.74%      0.81%      6.6%          1,724,320 -> 35,968     47.9x  pass (39x, +0.07 points)
+    LeNet-5 (zoo)   0.81%      1.05%      6.0%            246,824 ->  6,217     39.7x  fails on error (+0.24)
+
+The zoo's small LeNet-5 reaches 39x only by pruning it harder than it can bear; the paper's 39x is for the Caffe
+network, where the same recipe keeps its accuracy.
 """
 
 import argparse
