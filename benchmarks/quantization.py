@@ -55,18 +55,7 @@ def check_exact_accumulation(qmodel, x):
 def fit_steps(model, loader, steps, optimizer, quiet):
     """Train for exactly ``steps`` batches (a fraction of an epoch is allowed)."""
 
-    class Done(Exception):
-        pass
-
-    class StopAfter:
-        def on_step_end(self, model, step, loss):
-            if step + 1 >= steps:
-                raise Done
-
-    try:
-        fit(model, loader, -(-steps // len(loader)), optimizer, callbacks=[StopAfter()], progress=not quiet)
-    except Done:
-        pass
+    fit(model, loader, -(-steps // len(loader)), optimizer, progress=not quiet, max_steps=steps)
 
 
 def main(argv=None):

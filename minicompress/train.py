@@ -64,7 +64,7 @@ def _count_correct(logits, y) -> int:
 
 
 def fit(model, train_loader, epochs: int, optimizer, loss_fn=None, test_loader=None, callbacks=(),
-        progress: bool = True, scheduler=None, seed: int | None = None) -> History:
+        progress: bool = True, scheduler=None, seed: int | None = None, max_steps: int | None = None) -> History:
     """Train `model` for `epochs` passes over `train_loader`; returns a History (see its docstring).
 
     train_loader / test_loader: iterables of (x float32 (B, ...), y int64 (B,)), e.g. data.DataLoader.
@@ -72,15 +72,21 @@ def fit(model, train_loader, epochs: int, optimizer, loss_fn=None, test_loader=N
     scheduler: optional LR schedule whose step() is called once after each epoch (e.g. optim.StepLR).
     callbacks: see the module docstring for the exact signatures.
     progress: a tqdm bar per epoch showing the running loss and accuracy.
+    max_steps: stop after this many optimizer steps in all, even in the middle of an epoch (QAT and codebook
+    fine-tuning budgets are counted in steps); that last, partial epoch is recorded in the History as well.
     """
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"fit(epochs={epochs!r}): must be an int >= 0")
+    if max_steps is not None and (not isinstance(max_steps, (int, np.integer)) or max_steps < 0):
+        raise ValueError(f"fit(max_steps={max_steps!r}): must be an int >= 0 or None")
     loss_fn = F.cross_entropy if loss_fn is None else loss_fn
     if seed is not None:
         set_seed(seed)
     history = History()
     step = 0
     for epoch in range(epochs):
+        if max_steps is not None and step >= max_steps:
+            break
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
@@ -104,6 +110,8 @@ def fit(model, train_loader, epochs: int, optimizer, loss_fn=None, test_loader=N
                 if hasattr(cb, "on_step_end"):
                     cb.on_step_end(model, step, batch_loss)
             step += 1
+            if max_steps is not None and step >= max_steps:
+                break
         bar.close()
         history["time"].append(time.perf_counter() - start)
         history["loss"].append(total_loss / max(seen, 1))

@@ -162,3 +162,21 @@ def test_progress_bar_shows_loss_and_accuracy(digits, capsys):
     fit(model, data.DataLoader(x[:100], y[:100], batch_size=50), 1, optim.SGD(model.parameters(), lr=0.1))
     err = capsys.readouterr().err
     assert "epoch 1/1" in err and "loss=" in err and "acc=" in err and "2/2" in err
+
+
+def test_fit_stops_after_max_steps_mid_epoch():
+    """A budget in optimizer steps (QAT, codebook fine-tuning): 5 steps of a 10-batch epoch, then stop."""
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (40, 28, 28), dtype=np.uint8), rng.integers(0, 10, 40)
+    model = models.mlp([784, 10])
+    steps = []
+
+    class Count:
+        def on_step_end(self, model, step, loss):
+            steps.append(step)
+
+    history = fit(model, data.DataLoader(x, y, batch_size=4), 3, optim.SGD(model.parameters(), lr=0.1),
+                  callbacks=[Count()], progress=False, max_steps=5)
+    assert steps == [0, 1, 2, 3, 4] and len(history["loss"]) == 1
+    with pytest.raises(ValueError, match=r"fit\(max_steps=-1\)"):
+        fit(model, data.DataLoader(x, y), 1, optim.SGD(model.parameters(), lr=0.1), max_steps=-1)

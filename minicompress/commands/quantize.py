@@ -43,19 +43,8 @@ def add_parser(subparsers):
 def fine_tune_steps(model, loader, steps, lr, progress):
     """SGD (momentum 0.9) on ``model`` for exactly ``steps`` batches."""
 
-    class Done(Exception):
-        pass
-
-    class StopAfter:
-        def on_step_end(self, model, step, loss):
-            if step + 1 >= steps:
-                raise Done
-
     opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    try:
-        train.fit(model, loader, -(-steps // len(loader)), opt, callbacks=[StopAfter()], progress=progress)
-    except Done:
-        pass
+    train.fit(model, loader, -(-steps // len(loader)), opt, progress=progress, max_steps=steps)
     return model
 
 
