@@ -15,7 +15,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 
 import minicompress as mc
 from minicompress import data, functional as F, models, optim

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minicompress as mc
-from minicompress import checkpoint, data, models, nn, pipeline, quantization
-from minicompress.train import evaluate, fit
+from minicompress import checkpoint, data, models, nn, pipeline
+from minicompress.train import fit
 
 
 def test_relative_positions_with_fillers_on_concrete_numbers():
