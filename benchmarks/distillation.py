@@ -62,7 +62,7 @@ SETUPS = {
 QUICK = dict(train_images=3000, test_images=2000, epochs=2)
 
 
-def train_adam(model, loader, epochs, lr, optimizer="adam", **distill_args):
+def train_model(model, loader, epochs, lr, optimizer="adam", **distill_args):
     """Adam (or SGD with momentum 0.9) with a cosine schedule; cross-entropy, or kd_loss when distill_args are
     given."""
     if optimizer == "sgd":
@@ -122,7 +122,7 @@ def main(argv=None):
             set_seed(seed)
             member = models.from_spec(TEACHER["spec"])
             loader = data.DataLoader(x, y, TEACHER["batch_size"], shuffle=True, seed=seed, normalize="standard")
-            train_adam(member, loader, teacher_epochs, TEACHER["lr"], TEACHER["optimizer"])
+            train_model(member, loader, teacher_epochs, TEACHER["lr"], TEACHER["optimizer"])
             logits_test = predict(member, x_test)
             member_errors.append(n_errors(logits_test, yt))
             # the ensemble's logits: the mean of its members' logits
@@ -148,7 +148,7 @@ def main(argv=None):
             student = models.from_spec(STUDENT["spec"])
             loader = data.DataLoader(x, y, STUDENT["batch_size"], shuffle=True, seed=seed, normalize="standard")
             kd = dict(teacher_logits=z_t, T=args.T, alpha=args.alpha) if kind == "distilled" else {}
-            train_adam(student, loader, student_epochs, STUDENT["lr"], **kd)
+            train_model(student, loader, student_epochs, STUDENT["lr"], **kd)
             result[kind] = n_errors(predict(student, x_test), yt)
         rows.append(result)
         print(f"seed {seed}: student alone {result['alone']} errors, distilled {result['distilled']} errors  "

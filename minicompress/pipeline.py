@@ -253,13 +253,16 @@ def _density(model):
     return kept / total
 
 
-def fixed_width_bytes(model):
-    """Bytes with fixed-width codes instead of Huffman: per layer, log2(k+1)-bit cluster symbols and gap_bits-bit
-    gaps for each stored entry, the float32 codebook; every other parameter float32."""
-    arrays, layers = encode_model(model)
-    total = sum(v.nbytes for k, v in arrays.items() if "/" not in k)
-    for name, info in layers.items():
-        k = len(arrays[f"{name}.weight/codebook"])
-        bits = info["entries"] * (info["gap_bits"] + math.ceil(math.log2(k + 1)))
+def fixed_width_bytes(model, max_gap_bits=8):
+    """Bytes with fixed-width codes instead of Huffman: per layer, ceil(log2(k + 1))-bit cluster symbols and
+    g-bit gaps for each stored entry (the best g from 1 to ``max_gap_bits`` for fixed widths), plus the float32
+    codebook; every other parameter float32. The fair baseline for what Huffman coding adds."""
+    total = sum(v.nbytes for k, v in model.state_dict().items()
+                if not (k.endswith(".weight_codebook") or k.endswith(".weight_indices")))
+    for module in _shared_layers(model).values():
+        k = len(module.weight_codebook.data)
+        positions = np.flatnonzero(module.weight_indices.data.ravel() >= 0)
+        cluster_bits = math.ceil(math.log2(k + 1))
+        bits = min(len(relative_positions(positions, g)[0]) * (g + cluster_bits) for g in range(1, max_gap_bits + 1))
         total += math.ceil(bits / 8) + 4 * k
     return total

@@ -138,6 +138,16 @@ def _check_axis(x, scale, axis, fn):
     return axis
 
 
+def _round_and_shift(x, scale, zero_point, axis):
+    """round(x / S) + Z before clamping, as float32; also returns S and Z shaped to broadcast along ``axis``.
+
+    x / S is computed as x * (1 / S) in float32, as PyTorch's fake quantization and scalar quantizer do.
+    """
+    S = _along(np.asarray(scale, dtype=np.float32), x.ndim, axis)
+    Z = _along(np.asarray(zero_point, dtype=np.float32), x.ndim, axis)
+    return np.round(x.astype(np.float32) * (np.float32(1.0) / S)) + Z, S, Z
+
+
 def quantize(x, scale, zero_point, qmin, qmax, axis=None):
     """q = clamp(round(x / S) + Z, qmin, qmax), round half to even; per channel along ``axis`` if given.
 
@@ -148,12 +158,9 @@ def quantize(x, scale, zero_point, qmin, qmax, axis=None):
     x = np.asarray(_as_array(x), dtype=np.float32)
     _check_finite(x, "quantize", "x")
     axis = _check_axis(x, scale, axis, "quantize")
-    scale = _along(np.asarray(scale, dtype=np.float32), x.ndim, axis)
-    zero_point = _along(np.asarray(zero_point, dtype=np.int32), x.ndim, axis)
-    if np.any(scale <= 0):
+    if np.any(np.asarray(scale) <= 0):
         raise ValueError(f"quantize: scale must be > 0, got {np.min(scale)}")
-    inv_scale = np.float32(1.0) / scale
-    q = np.round(x * inv_scale) + zero_point.astype(np.float32)
+    q, _, _ = _round_and_shift(x, scale, zero_point, axis)
     return np.clip(q, qmin, qmax).astype(_int_dtype(qmin, qmax))
 
 
@@ -348,11 +355,9 @@ class FakeQuantizeFunction(Function):
 
     @staticmethod
     def forward(ctx, x, scale, zero_point, qmin, qmax, axis=None):
-        s = _along(np.asarray(scale, dtype=np.float32), x.ndim, axis)
-        z = _along(np.asarray(zero_point, dtype=np.float32), x.ndim, axis)
-        q = np.round(x.astype(np.float32) * (np.float32(1.0) / s)) + z
+        q, S, Z = _round_and_shift(x, scale, zero_point, axis)
         ctx.mask = (q >= qmin) & (q <= qmax)
-        return ((np.clip(q, qmin, qmax) - z) * s).astype(x.dtype)
+        return ((np.clip(q, qmin, qmax) - Z) * S).astype(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):

@@ -229,3 +229,23 @@ def test_batch_norm_against_torch_including_running_statistics():
 def test_batch_norm_needs_more_than_one_value_per_channel_in_training():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         F.batch_norm(np.ones((1, 3)), None, None, training=True)
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: F.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), stride=0), r"conv2d: stride must be >= 1"),
+        (lambda: F.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), padding=-1), r"conv2d: padding must be"),
+        (lambda: F.max_pool2d(np.ones((1, 1, 4, 4)), 2, stride=0), r"max_pool2d: kernel_size and stride must be >= 1"),
+        (lambda: F.avg_pool2d(np.ones((1, 1, 4, 4)), 2, padding=2), r"avg_pool2d: padding 2 must be at most half"),
+        (lambda: F.batch_norm(np.ones((2, 3, 4)), None, None, training=True), r"batch_norm: input must be \(N, C\)"),
+        (lambda: F.kl_div(np.zeros((2, 3)), np.zeros((2, 4))), r"kl_div: log_q has shape \(2, 3\) but p has \(2, 4\)"),
+        (lambda: F.kl_div(np.zeros((2, 3)), np.zeros((2, 3)), "avg"), r"kl_div: reduction must be"),
+        (lambda: F.mse_loss(np.zeros(2), np.zeros(2), "avg"), r"mse_loss: reduction must be one of"),
+        (lambda: F.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), "avg"), r"cross_entropy: reduction must be"),
+        (lambda: F.log_softmax(np.zeros((2, 3)), T=float("nan")), r"log_softmax: temperature T must be"),
+    ],
+)
+def test_more_bad_arguments_explain(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

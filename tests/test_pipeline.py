@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minicompress as mc
-from minicompress import checkpoint, data, models, nn, pipeline
+from minicompress import checkpoint, data, models, nn, pipeline, quantization
 from minicompress.train import fit
 
 
@@ -95,3 +95,26 @@ def test_cli_compress_writes_a_file_that_loads_back(tmp_path, capsys):
     model = pipeline.load_compressed(out)
     assert len(np.unique(model[1].weight.data)) <= 2**3 + 1  # 8 shared values and the pruned zeros
     assert cli.main(["compress", str(model_path), "--sparsity", "1.5"]) == 2
+
+
+def test_bad_sparsities_and_models_without_spec_explain():
+    x, y = data.load_mnist()
+    loader = data.DataLoader(x[:64], y[:64])
+    with pytest.raises(ValueError, match="got 1 sparsities for 2 parameters"):
+        pipeline.prune_and_finetune(models.mlp([784, 16, 10]), loader, [0.5], rounds=1)
+    with pytest.raises(ValueError, match=r"sparsity=nan must be in \[0, 1\]"):
+        pipeline.prune_and_finetune(models.mlp([784, 16, 10]), loader, float("nan"), rounds=1)
+    bare = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with pytest.raises(ValueError, match="encode_model: the model has no .spec"):
+        pipeline.encode_model(bare)
+
+
+def test_fixed_width_bytes_by_hand():
+    """One layer 2 x 4 with survivors at flat positions 0 and 5, a 2-entry codebook, no bias: 2-bit cluster symbols
+    (k + 1 = 3 symbols); gap width 3 stores both gaps (1 and 5) in 2 entries: 2 * (3 + 2) = 10 bits -> 2 bytes,
+    plus 8 bytes of codebook."""
+    model = models.mlp([4, 2])
+    model[1].bias = None
+    model[1].weight.data[...] = np.array([[0.5, 0, 0, 0], [0, -0.5, 0, 0]], dtype=np.float32)
+    quantization.share_weights(model[1], bits=1)
+    assert pipeline.fixed_width_bytes(model) == 2 + 8

@@ -280,3 +280,12 @@ def test_topological_order_puts_every_node_after_its_inputs():
         for parent in node._inputs:
             if isinstance(parent, mc.Tensor) and parent.requires_grad:
                 assert position[id(parent)] < position[id(node)]
+
+
+def test_flatten_and_pad_bad_arguments_explain():
+    with pytest.raises(ValueError, match=r"flatten\(start_dim=3\): start_dim must be in \[0, 2\)"):
+        tensor(np.ones((2, 3))).flatten(3)
+    with pytest.raises(ValueError, match=r"pad: pad_width must be >= 0"):
+        mc.pad(tensor(np.ones((2, 3))), ((0, 0), (-1, 1)))
+    with pytest.raises(ValueError, match="concatenate: needs at least one tensor"):
+        mc.concatenate([])
