@@ -252,11 +252,14 @@ class DataLoader:
     normalize: "unit" gives x / 255 in [0, 1]; "standard" gives (x / 255 - mean) / std (MNIST's statistics
     by default, pass mean/std for another dataset); None keeps the raw 0..255 values as float32.
     Conversion happens per batch, so the full float32 dataset is never held in memory.
+    max_shift: jitter, a data augmentation. Each image of every batch is moved by its own random whole number of
+    pixels in [-max_shift, max_shift] down and across (drawn from the same generator as the shuffling), the pixels
+    moved in filled with 0 (background). 0, the default, leaves the images as they are; `transform` never shifts.
     """
 
     def __init__(self, images, labels, batch_size: int = 64, shuffle: bool = False, seed=None,
                  drop_last: bool = False, normalize: str | None = "unit", mean: float = MNIST_MEAN,
-                 std: float = MNIST_STD):
+                 std: float = MNIST_STD, max_shift: int = 0):
         images, labels = np.asarray(images), np.asarray(labels)
         if images.ndim == 3:
             images = images[:, None]
@@ -270,9 +273,14 @@ class DataLoader:
             raise ValueError(f"DataLoader(normalize={normalize!r}): allowed: 'unit', 'standard', None")
         if normalize == "standard" and not std > 0:
             raise ValueError(f"DataLoader(std={std!r}): must be > 0")
+        if (not isinstance(max_shift, (int, np.integer)) or isinstance(max_shift, bool) or max_shift < 0
+                or max_shift >= min(images.shape[2:])):
+            raise ValueError(f"DataLoader(max_shift={max_shift!r}): must be an int >= 0 and smaller than the "
+                             f"image size {images.shape[2:]}")
         self.images, self.labels = images, labels.astype(np.int64)
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.normalize, self.mean, self.std = normalize, mean, std
+        self.max_shift = int(max_shift)
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -293,4 +301,26 @@ class DataLoader:
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.transform(self.images[idx]), self.labels[idx]
+            images = self.images[idx]
+            if self.max_shift:
+                images = shift_images(images, self.rng.integers(-self.max_shift, self.max_shift + 1,
+                                                                size=(len(idx), 2)))
+            yield self.transform(images), self.labels[idx]
+
+
+def shift_images(images: np.ndarray, shifts) -> np.ndarray:
+    """Move image n of (N, C, H, W) by shifts[n] = (down, right) whole pixels (negative: up, left); the pixels
+    moved in are 0. out[n, c, i, j] = images[n, c, i - down, j - right] where that is inside the image, else 0."""
+    images, shifts = np.asarray(images), np.asarray(shifts)
+    if images.ndim != 4:
+        raise ValueError(f"shift_images(images): shape {images.shape}, expected (N, C, H, W)")
+    if shifts.shape != (len(images), 2) or not np.issubdtype(shifts.dtype, np.integer):
+        raise ValueError(f"shift_images(shifts): shape {shifts.shape} dtype {shifts.dtype}, expected integers of "
+                         f"shape ({len(images)}, 2), one (down, right) pair per image")
+    n, _, h, w = images.shape
+    pad = int(np.abs(shifts).max(initial=0))
+    padded = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    rows = np.arange(h)[None, :] + pad - shifts[:, :1]  # (N, H): the padded row each output row comes from
+    cols = np.arange(w)[None, :] + pad - shifts[:, 1:]
+    return padded[np.arange(n)[:, None, None, None], np.arange(images.shape[1])[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]

@@ -140,13 +140,18 @@ def distill(student, teacher, train_loader, epochs, optimizer, T=4.0, alpha=0.9,
     The teacher is frozen: it runs in eval mode under no_grad and its parameters are never updated (its mode
     is restored at the end). Its logits on the training images are computed once up front when ``precompute``
     is True, or passed in as ``teacher_logits`` (N, C), row n for train_loader.images[n] (then ``teacher``
-    may be None); with precompute=False the teacher runs on every batch.
+    may be None); with precompute=False the teacher runs on every batch, which a loader with max_shift > 0
+    (jitter) requires, so that teacher and student see the same shifted images.
     train_loader: a data.DataLoader. The rest is as in ``train.fit``, which runs the loop (progress bar,
     History with loss / accuracy / test_accuracy per epoch, callbacks, scheduler, seed).
     """
     _check_T(T, "distill")
     _check_alpha(alpha, "distill")
     n = len(train_loader.images)
+    if getattr(train_loader, "max_shift", 0) and (teacher_logits is not None or precompute):
+        raise ValueError(f"distill: train_loader shifts its images (max_shift={train_loader.max_shift}), so "
+                         "logits computed once on the unshifted images would not match what the student sees; "
+                         "pass the teacher with precompute=False (it then runs on each shifted batch)")
     if teacher_logits is None:
         if teacher is None:
             raise ValueError("distill: give a teacher model or its precomputed teacher_logits")

@@ -4,22 +4,28 @@
 from . import nn
 
 
-def mlp(sizes, activation="relu"):
+def mlp(sizes, activation="relu", dropout=0.0):
     """Fully connected network, e.g. ``mlp([784, 300, 100, 10])``: Flatten, then Linear layers with an activation
-    between them (none after the last)."""
+    between them (none after the last). dropout > 0 adds Dropout(dropout) after each hidden activation, as in
+    Hinton et al.'s and Srivastava et al.'s regularised MLPs."""
     sizes = list(sizes)
     if len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
         raise ValueError(f"mlp: sizes must be at least two positive ints, got {sizes!r}")
     acts = {"relu": nn.ReLU, "tanh": nn.Tanh}
     if activation not in acts:
         raise ValueError(f"mlp: activation must be one of {sorted(acts)}, got {activation!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"mlp: dropout must be a number in [0, 1), got {dropout!r}")
     layers = [nn.Flatten()]
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(acts[activation]())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
     model = nn.Sequential(*layers)
-    model.spec = "mlp:" + "-".join(map(str, sizes)) + ("" if activation == "relu" else f":{activation}")
+    model.spec = ("mlp:" + "-".join(map(str, sizes)) + ("" if activation == "relu" else f":{activation}")
+                  + (f":dropout={dropout:g}" if dropout else ""))
     return model
 
 
@@ -61,8 +67,8 @@ def lenet5_caffe():
 
 
 def from_spec(spec):
-    """Build a model from its spec: "lenet300_100", "lenet5", "lenet5_caffe" or "mlp:784-30-30-10" (optionally
-    ":tanh")."""
+    """Build a model from its spec: "lenet300_100", "lenet5", "lenet5_caffe" or "mlp:784-30-30-10", the mlp
+    optionally followed by ":tanh" and / or ":dropout=0.5"."""
     if spec == "lenet300_100":
         return lenet300_100()
     if spec == "lenet5":
@@ -73,10 +79,17 @@ def from_spec(spec):
         parts = spec.split(":")
         try:
             sizes = [int(s) for s in parts[1].split("-")]
+            options = {}
+            for part in parts[2:]:
+                key, value = ("dropout", float(part[8:])) if part.startswith("dropout=") else ("activation", part)
+                if key in options:
+                    raise ValueError
+                options[key] = value
         except ValueError:
             sizes = None
-        if sizes and len(parts) <= 3:
-            return mlp(sizes, *parts[2:])
+        if sizes:
+            return mlp(sizes, **options)
     raise ValueError(
-        f"from_spec: unknown model {spec!r}; use 'lenet300_100', 'lenet5', 'lenet5_caffe' or 'mlp:784-30-30-10'"
+        f"from_spec: unknown model {spec!r}; use 'lenet300_100', 'lenet5', 'lenet5_caffe' or 'mlp:784-30-30-10' "
+        "(optionally ':tanh', ':dropout=0.5')"
     )

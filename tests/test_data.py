@@ -272,9 +272,72 @@ def test_dataloader_shuffle_seed():
     ({"normalize": "minmax"}, "normalize='minmax'"),
     ({"labels": np.arange(3)}, r"labels.*\(3,\)"),
     ({"images": np.zeros((5, 784), np.uint8)}, r"images.*\(5, 784\)"),
+    ({"max_shift": -1}, "max_shift=-1"),
+    ({"max_shift": 1.5}, "max_shift=1.5"),
+    ({"max_shift": 28}, r"max_shift=28.*\(28, 28\)"),
 ])
 def test_dataloader_errors(kwargs, message):
     args = {"images": np.zeros((5, 28, 28), np.uint8), "labels": np.arange(5)}
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         DataLoader(**args)
+
+
+def test_shift_images_moves_each_image_by_its_own_shift():
+    images = np.arange(1, 2 * 1 * 4 * 5 + 1).reshape(2, 1, 4, 5)
+    out = data.shift_images(images, np.array([[1, -2], [0, 0]]))
+    # image 0: one row down, two columns left, zeros moved in; image 1 unchanged
+    np.testing.assert_array_equal(out[0, 0], [[0, 0, 0, 0, 0],
+                                              [3, 4, 5, 0, 0],
+                                              [8, 9, 10, 0, 0],
+                                              [13, 14, 15, 0, 0]])
+    np.testing.assert_array_equal(out[1], images[1])
+    assert out.dtype == images.dtype
+    # the formula out[n, c, i, j] = images[n, c, i - down, j - right], on random shifts
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(6, 2, 7, 9)).astype(np.uint8)
+    shifts = rng.integers(-3, 4, size=(6, 2))
+    out = data.shift_images(images, shifts)
+    for n, (down, right) in enumerate(shifts):
+        for i in range(7):
+            for j in range(9):
+                inside = 0 <= i - down < 7 and 0 <= j - right < 9
+                want = images[n, :, i - down, j - right] if inside else 0
+                np.testing.assert_array_equal(out[n, :, i, j], want)
+
+
+def test_shift_images_bad_input():
+    with pytest.raises(ValueError, match=r"shift_images\(images\).*\(4, 4\)"):
+        data.shift_images(np.zeros((4, 4)), np.zeros((4, 2), int))
+    with pytest.raises(ValueError, match=r"shift_images\(shifts\).*\(3, 2\)"):
+        data.shift_images(np.zeros((2, 1, 4, 4)), np.zeros((3, 2), int))
+    with pytest.raises(ValueError, match="integers"):
+        data.shift_images(np.zeros((2, 1, 4, 4)), np.zeros((2, 2)))
+    assert data.shift_images(np.zeros((0, 1, 4, 4)), np.zeros((0, 2), int)).shape == (0, 1, 4, 4)
+
+
+def test_dataloader_jitter_is_seeded_and_keeps_labels():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(12, 28, 28)).astype(np.uint8)
+    images[:, :3], images[:, -3:], images[:, :, :3], images[:, :, -3:] = 0, 0, 0, 0  # a blank border
+    labels = np.arange(12)
+
+    def batches(seed, max_shift):
+        return [(x.copy(), y.copy()) for x, y in DataLoader(images, labels, 5, True, seed, max_shift=max_shift)]
+
+    a, b = batches(3, 2), batches(3, 2)
+    for (xa, ya), (xb, yb) in zip(a, b):  # the same seed gives the same shifts
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    plain = dict((int(y), x) for xs, ys in batches(3, 0) for x, y in zip(xs, ys))
+    moved = 0
+    for xs, ys in a:
+        for x, y in zip(xs, ys):
+            # each jittered image is its own image moved by at most 2 pixels each way: the pixel sum is kept
+            # (the border is blank) and one of the 25 shifts gives it back
+            assert np.isclose(x.sum(), plain[int(y)].sum(), rtol=1e-5)
+            candidates = [data.shift_images(plain[int(y)][None], np.array([[d, r]]))[0]
+                          for d in range(-2, 3) for r in range(-2, 3)]
+            assert any(np.array_equal(x, c) for c in candidates)
+            moved += not np.array_equal(x, plain[int(y)])
+    assert moved >= 6  # 1 in 25 is left in place, so most of the 12 move

@@ -90,6 +90,35 @@ def test_distill_bad_input(mnist_small, teacher):
         distill(student, None, loader, 1, opt, teacher_logits=np.zeros((10, 10)))
     with pytest.raises(ValueError, match=r"kd_loss: teacher has 10 classes but student has 5"):
         distill(models.mlp([784, 5]), teacher, loader, 1, opt, progress=False)
+    jitter = data.DataLoader(x, y, max_shift=2)
+    with pytest.raises(ValueError, match=r"distill: train_loader shifts its images \(max_shift=2\).*precompute=False"):
+        distill(student, teacher, jitter, 1, opt)
+    with pytest.raises(ValueError, match=r"max_shift=2"):
+        distill(student, None, jitter, 1, opt, teacher_logits=np.zeros((2000, 10)))
+
+
+def test_jittered_distillation_shows_the_teacher_each_shifted_batch(mnist_small, teacher):
+    # with max_shift the teacher must run on every batch, on the very images the student is given
+    x, y, _, _ = mnist_small
+    def as_array(v):
+        return np.array(getattr(v, "data", v))
+
+    seen = []
+    handle = teacher.register_forward_pre_hook(lambda module, inputs_: seen.append(as_array(inputs_[0])))
+    student = models.mlp([784, 8, 10])
+    loader = data.DataLoader(x[:200], y[:200], 50, shuffle=True, seed=0, max_shift=2)
+    inputs = []
+    student.register_forward_pre_hook(lambda module, inputs_: inputs.append(as_array(inputs_[0])))
+    try:
+        distill(student, teacher, loader, 1, optim.SGD(student.parameters(), 0.1), precompute=False,
+                progress=False)
+    finally:
+        handle.remove()
+    assert len(seen) == 4
+    for a, b in zip(seen, inputs):
+        np.testing.assert_array_equal(a, b)
+    plain = data.DataLoader(x[:200], y[:200], 50, shuffle=True, seed=0)
+    assert not any(np.array_equal(a, b) for a, (b, _) in zip(seen, plain))  # they were shifted
 
 
 def test_soft_target_picture_shows_softmax_at_each_T(mnist_small, teacher):

@@ -19,7 +19,8 @@ def test_architectures_have_the_papers_parameter_counts():
     assert n_params(models.mlp([784, 30, 30, 10])) == 784 * 30 + 30 + 30 * 30 + 30 + 30 * 10 + 10
 
 
-@pytest.mark.parametrize("spec", ["lenet300_100", "lenet5", "lenet5_caffe", "mlp:784-30-30-10", "mlp:784-20-10:tanh"])
+@pytest.mark.parametrize("spec", ["lenet300_100", "lenet5", "lenet5_caffe", "mlp:784-30-30-10", "mlp:784-20-10:tanh",
+                                  "mlp:784-20-20-10:dropout=0.5", "mlp:784-20-10:tanh:dropout=0.25"])
 def test_models_map_images_to_ten_logits_and_rebuild_from_spec(spec):
     model = models.from_spec(spec)
     assert model.spec == spec
@@ -28,10 +29,25 @@ def test_models_map_images_to_ten_logits_and_rebuild_from_spec(spec):
     assert list(models.from_spec(model.spec).state_dict()) == list(model.state_dict())
 
 
-@pytest.mark.parametrize("spec", ["resnet", "mlp:", "mlp:784-x-10", "mlp:784", "mlp:784-10:gelu"])
+@pytest.mark.parametrize("spec", ["resnet", "mlp:", "mlp:784-x-10", "mlp:784", "mlp:784-10:gelu",
+                                  "mlp:784-10:dropout=1.5", "mlp:784-10:dropout=x", "mlp:784-10:tanh:tanh"])
 def test_bad_specs_explain(spec):
     with pytest.raises(ValueError, match="mlp|from_spec"):
         models.from_spec(spec)
+
+
+def test_mlp_dropout_after_each_hidden_activation_only_in_training():
+    model = models.mlp([784, 16, 16, 10], dropout=0.5)
+    kinds = [type(m).__name__ for m in model]
+    assert kinds == ["Flatten", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    x = np.random.default_rng(0).normal(size=(4, 1, 28, 28)).astype(np.float32)
+    model.eval()
+    np.testing.assert_array_equal(model(x).data, model(x).data)  # eval: no dropout, deterministic
+    model.train()
+    assert not np.array_equal(model(x).data, model(x).data)
+    for bad in (1.0, -0.1, "0.5", True):
+        with pytest.raises(ValueError, match=f"mlp: dropout must be a number in \\[0, 1\\), got {bad!r}"):
+            models.mlp([784, 10], dropout=bad)
 
 
 @pytest.mark.parametrize("spec", ["lenet300_100", "lenet5"])
