@@ -144,12 +144,20 @@ def main(argv=None):
     parser.add_argument("--setup", choices=list(SETUPS), default="hinton")
     parser.add_argument("--T", type=float, default=None, help="default: the setup's (hinton 20, small 8)")
     parser.add_argument("--alpha", type=float, default=None, help="default: the setup's (0.9)")
+    parser.add_argument("--student", default=None, metavar="SPEC",
+                        help="another student, e.g. mlp:784-400-400-10 (default: the setup's)")
     parser.add_argument("--jobs", type=int, default=1, help="training runs in parallel processes (one BLAS thread each)")
     parser.add_argument("--teacher-cache", type=Path, default=None, metavar="FILE",
                         help="read the teacher's logits and test errors from FILE, or write them there")
     args = parser.parse_args(argv)
     setup = SETUPS[args.setup]
-    members, student = setup["teacher"], setup["student"]
+    members, student = setup["teacher"], dict(setup["student"])
+    if args.student is not None:
+        try:
+            models.from_spec(args.student)
+        except ValueError as error:
+            parser.error(f"--student: {error}")
+        student["spec"] = args.student
     T = setup["T"] if args.T is None else args.T
     alpha = setup["alpha"] if args.alpha is None else args.alpha
     if args.jobs < 1:
