@@ -64,3 +64,21 @@ def test_models_can_fit_a_small_batch(spec):
         loss.backward()
         opt.step()
     assert (model(x).data.argmax(axis=1) == y).mean() == 1.0
+
+
+def test_dropout_mlp_goes_through_quantization_and_shrink():
+    # Dropout is the identity in eval mode, so the Sequential-only tools must pass it through untouched
+    from minicompress import pruning
+    from minicompress import quantization as Q
+
+    mc.manual_seed(0)
+    model = models.mlp([784, 32, 32, 10], dropout=0.5)
+    model.eval()
+    x = np.random.default_rng(0).normal(size=(8, 1, 28, 28)).astype(np.float32)
+    reference = model(x).data
+    quantized = Q.quantize_static(model, [x], bits=8)
+    assert np.abs(quantized(x).data - reference).max() < 0.05 * np.abs(reference).max()
+    np.testing.assert_allclose(pruning.shrink(model)(x).data, reference, rtol=1e-5, atol=1e-5)
+    qat = Q.prepare_qat(model)
+    qat.eval()
+    assert np.abs(qat(x).data - reference).max() < 0.05 * np.abs(reference).max()  # fake-quantized, dropout off
