@@ -157,16 +157,30 @@ class Tensor:
             array = array.astype(np.float32)
         self.data = array
         self.grad = None
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = False
+        self.requires_grad = requires_grad
         self._ctx, self._fn, self._inputs = None, None, ()
 
     @classmethod
     def _wrap(cls, array):
         out = cls.__new__(cls)
         out.data = array if isinstance(array, np.ndarray) else np.asarray(array)
-        out.grad, out.requires_grad = None, False
+        out.grad, out._requires_grad = None, False
         out._ctx, out._fn, out._inputs = None, None, ()
         return out
+
+    @property
+    def requires_grad(self):
+        """Whether ``backward`` computes a gradient for this tensor; only floating-point tensors can have one."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        # a gradient is a rate of change: an integer or boolean tensor has no small steps to take (as PyTorch)
+        if flag and not np.issubdtype(self.data.dtype, np.floating):
+            raise TypeError(f"Tensor(requires_grad=True): only floating-point tensors can require gradients, "
+                            f"this one is {self.data.dtype}; convert it first, e.g. Tensor(x, dtype=np.float32)")
+        self._requires_grad = bool(flag)
 
     # ---- the backward pass ----------------------------------------------------------------------------------------
 
@@ -646,6 +660,15 @@ class Tanh(Function):
         return (grad * (1 - ctx.out * ctx.out),)
 
 
+def _reduction_axis(a, axis, op):
+    """``axis`` for NumPy; a 0-d tensor reduced over axis 0 or -1 is reduced over everything (as PyTorch)."""
+    if a.ndim == 0 and axis is not None:
+        if any(ax not in (0, -1) for ax in (axis if isinstance(axis, tuple) else (axis,))):
+            raise ValueError(f"{op}: axis={axis} is out of range for a 0-d tensor; allowed: 0, -1 or None")
+        return None
+    return axis
+
+
 def _expand_reduced(grad, shape, axis, keepdims):
     """Undo a reduction's loss of axes, so ``grad`` broadcasts against the input of shape ``shape``."""
     if axis is not None and not keepdims:
@@ -658,6 +681,7 @@ class Sum(Function):
 
     @staticmethod
     def forward(ctx, a, axis, keepdims):
+        axis = _reduction_axis(a, axis, "sum")
         ctx.shape, ctx.axis, ctx.keepdims = a.shape, axis, keepdims
         return np.sum(a, axis=axis, keepdims=keepdims)
 
@@ -673,6 +697,7 @@ class Mean(Function):
     def forward(ctx, a, axis, keepdims):
         if a.size == 0:
             raise ValueError(f"mean: the tensor is empty (shape {a.shape}); the mean of nothing is undefined")
+        axis = _reduction_axis(a, axis, "mean")
         ctx.shape, ctx.axis, ctx.keepdims = a.shape, axis, keepdims
         out = np.mean(a, axis=axis, keepdims=keepdims)
         ctx.n = a.size // max(np.size(out), 1)
@@ -690,6 +715,7 @@ class Max(Function):
     def forward(ctx, a, axis, keepdims):
         if a.size == 0:
             raise ValueError(f"max: the tensor is empty (shape {a.shape})")
+        axis = _reduction_axis(a, axis, "max")
         ctx.axis, ctx.keepdims = axis, keepdims
         out = np.max(a, axis=axis, keepdims=True)
         winners = a == out
@@ -722,8 +748,10 @@ class Transpose(Function):
 
     @staticmethod
     def forward(ctx, a, axes):
-        ctx.axes = axes
-        return np.transpose(a, axes)
+        out = np.transpose(a, axes)
+        # argsort inverts a permutation only when its axes are written 0..n-1: -1 becomes n-1 first
+        ctx.axes = None if axes is None else tuple(ax % a.ndim for ax in axes)
+        return out
 
     @staticmethod
     def backward(ctx, grad):

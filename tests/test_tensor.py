@@ -289,3 +289,57 @@ def test_flatten_and_pad_bad_arguments_explain():
         mc.pad(tensor(np.ones((2, 3))), ((0, 0), (-1, 1)))
     with pytest.raises(ValueError, match="concatenate: needs at least one tensor"):
         mc.concatenate([])
+
+
+# ---- issue 13: degenerate autograd cases -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, bool])
+def test_only_floating_point_tensors_can_require_grad(dtype):
+    with pytest.raises(TypeError, match=f"only floating-point tensors can require gradients.*{np.dtype(dtype)}"):
+        mc.Tensor(np.arange(3), dtype=dtype, requires_grad=True)
+    t = mc.Tensor(np.arange(3), dtype=dtype)
+    with pytest.raises(TypeError, match="only floating-point"):
+        t.requires_grad = True
+    assert not t.requires_grad
+    t.requires_grad = False  # switching it off is always allowed
+
+
+@pytest.mark.parametrize("axes", [(-2, -1, 1, 0), (-1, 0, -2, 1), (3, -3, 0, -2)])
+def test_permute_with_negative_axes_inverts_the_permutation(axes):
+    # all sizes equal: a wrong inverse permutation would give the right shape and the wrong values
+    x = normal(3, 3, 3, 3)
+    assert np.array_equal(mc.Tensor(x).permute(*axes).data, np.transpose(x, axes))
+    assert gradcheck(lambda t: t.permute(*axes), [x])
+    assert gradcheck(lambda t: t.permute(*axes), [normal(2, 3, 4, 5)])
+
+
+def test_permute_against_torch_with_negative_axes():
+    torch = pytest.importorskip("torch")
+    x, u = normal(2, 3, 4, 5), normal(4, 5, 3, 2)
+    t = mc.Tensor(x, requires_grad=True)
+    t.permute(-2, -1, 1, 0).backward(u)
+    ref = torch.tensor(x, requires_grad=True)
+    ref.permute(-2, -1, 1, 0).backward(torch.tensor(u))
+    assert t.grad.shape == x.shape
+    assert np.array_equal(t.grad, ref.grad.numpy())
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+@pytest.mark.parametrize("axis", [0, -1, (0,), (-1,), None])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_reducing_a_0d_tensor_over_axis_0_is_the_identity_as_in_torch(reduce, axis, keepdims):
+    x = np.array(1.7)
+    out = getattr(mc.Tensor(x), reduce)(axis=axis, keepdims=keepdims)
+    assert out.shape == () and out.item() == pytest.approx(1.7)
+    assert gradcheck(lambda t: getattr(t, reduce)(axis=axis, keepdims=keepdims), [x])
+    torch = pytest.importorskip("torch")
+    if axis is not None:
+        dim = axis if isinstance(axis, int) else axis[0]
+        ref = {"sum": torch.sum, "mean": torch.mean, "max": torch.amax}[reduce](torch.tensor(1.7), dim, keepdims)
+        assert out.shape == tuple(ref.shape)
+
+
+def test_reducing_a_0d_tensor_over_another_axis_explains():
+    with pytest.raises(ValueError, match=r"sum: axis=1 is out of range for a 0-d tensor; allowed: 0, -1 or None"):
+        mc.Tensor(np.array(1.0)).sum(axis=1)
