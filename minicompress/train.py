@@ -59,8 +59,44 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed)
 
 
-def _count_correct(logits, y) -> int:
-    return int((np.asarray(logits).argmax(axis=1) == y).sum())
+class TrainingDiverged(ValueError, FloatingPointError):
+    """The loss became NaN or infinite during fit: the weights blew up, most often from a too large learning rate."""
+
+
+def _first_bad(array) -> str:
+    bad = array[~np.isfinite(array)]
+    return f"{bad.size} non-finite values (first: {bad.flat[0]})"
+
+
+def _nonfinite_parameter(model):
+    """Name of the first parameter holding NaN or Inf, or None."""
+    return next((name for name, p in model.named_parameters() if not np.isfinite(p.data).all()), None)
+
+
+def _check_inputs(x, where: str) -> None:
+    """NaN or Inf inputs give a loss or an accuracy that means nothing: refuse them."""
+    x = x.data if isinstance(x, mc.Tensor) else np.asarray(x)
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise ValueError(f"{where}: the input batch of shape {x.shape} holds {_first_bad(x)}; inputs must be finite")
+
+
+def _check_outputs(model, logits, where: str) -> np.ndarray:
+    logits = np.asarray(logits)
+    if not np.isfinite(logits).all():
+        name = _nonfinite_parameter(model)
+        cause = f"parameter {name!r} is not finite" if name else "no parameter is NaN or Inf, so a layer overflowed"
+        raise ValueError(f"{where}: the model output holds {_first_bad(logits)}: {cause}")
+    return logits
+
+
+def _count_correct(logits, y, where: str) -> int:
+    """Correct argmax predictions; a label outside 0..classes-1 could never be matched, so it is an error."""
+    y = np.asarray(y)
+    classes = logits.shape[1]
+    if y.size and (y.min() < 0 or y.max() >= classes):
+        bad = y[(y < 0) | (y >= classes)][0]
+        raise ValueError(f"{where}: label {bad} is out of range; the model has {classes} classes, labels 0..{classes - 1}")
+    return int((logits.argmax(axis=1) == y).sum())
 
 
 def fit(model, train_loader, epochs: int, optimizer, loss_fn=None, test_loader=None, callbacks=(),
@@ -74,12 +110,18 @@ def fit(model, train_loader, epochs: int, optimizer, loss_fn=None, test_loader=N
     progress: a tqdm bar per epoch showing the running loss and accuracy.
     max_steps: stop after this many optimizer steps in all, even in the middle of an epoch (QAT and codebook
     fine-tuning budgets are counted in steps); that last, partial epoch is recorded in the History as well.
+    Refused with ValueError: an epoch without batches (empty training set), NaN or Inf in the parameters before
+    training or in an input batch, labels outside 0..classes-1; a loss that becomes NaN or Inf raises
+    TrainingDiverged (a ValueError) before that step's update.
     """
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"fit(epochs={epochs!r}): must be an int >= 0")
     if max_steps is not None and (not isinstance(max_steps, (int, np.integer)) or max_steps < 0):
         raise ValueError(f"fit(max_steps={max_steps!r}): must be an int >= 0 or None")
     loss_fn = F.cross_entropy if loss_fn is None else loss_fn
+    name = _nonfinite_parameter(model)
+    if name is not None:
+        raise ValueError(f"fit: parameter {name!r} holds NaN or Inf before training; nothing can be learned from it")
     if seed is not None:
         set_seed(seed)
     history = History()
@@ -92,18 +134,22 @@ def fit(model, train_loader, epochs: int, optimizer, loss_fn=None, test_loader=N
         start = time.perf_counter()
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=True)
         for x, y in bar:
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            _check_inputs(x, f"fit (epoch {epoch + 1}, step {step})")
+            # an overflow shows up as a non-finite loss, reported below with its step and its cure: no warnings
+            with np.errstate(over="ignore", invalid="ignore"):
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                batch_loss = float(loss.item())
+                if not np.isfinite(batch_loss):  # checked before the update: the weights stay those of this step
+                    raise TrainingDiverged(
+                        f"fit: the loss became {batch_loss} at epoch {epoch + 1}, step {step}: training diverged; "
+                        f"try a smaller learning rate (lr={optimizer.param_groups[0]['lr']:g})")
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
 
-            batch_loss = float(loss.item())
-            if not np.isfinite(batch_loss):
-                raise FloatingPointError(f"fit: loss became {batch_loss} at epoch {epoch}, step {step}; "
-                                         "lower the learning rate")
             total_loss += batch_loss * len(y)
-            correct += _count_correct(logits.data, y)
+            correct += _count_correct(logits.data, y, "fit")
             seen += len(y)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
             for cb in callbacks:
@@ -113,9 +159,12 @@ def fit(model, train_loader, epochs: int, optimizer, loss_fn=None, test_loader=N
             if max_steps is not None and step >= max_steps:
                 break
         bar.close()
+        if seen == 0:
+            raise ValueError(f"fit: train_loader gave no batches in epoch {epoch + 1}; the training set is empty "
+                             "(or smaller than one batch with drop_last), so there is nothing to learn from")
         history["time"].append(time.perf_counter() - start)
-        history["loss"].append(total_loss / max(seen, 1))
-        history["accuracy"].append(correct / max(seen, 1))
+        history["loss"].append(total_loss / seen)
+        history["accuracy"].append(correct / seen)
         history["lr"].append(float(optimizer.param_groups[0]["lr"]))
         if test_loader is not None:
             history["test_accuracy"].append(evaluate(model, test_loader, progress=False))
@@ -133,6 +182,8 @@ def predict(model, data, batch_size: int = 256, progress: bool = False) -> np.nd
     data: an array of model inputs (N, ...), processed `batch_size` rows at a time, or an iterable of
     (x, y) batches such as a DataLoader (y is ignored).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"predict(batch_size={batch_size!r}): must be an int >= 1")
     if isinstance(data, np.ndarray):
         if len(data) == 0:
             raise ValueError("predict: got an empty array")
@@ -145,10 +196,14 @@ def predict(model, data, batch_size: int = 256, progress: bool = False) -> np.nd
     model.eval()
     try:
         with mc.no_grad():
-            outputs = [np.asarray(model(x).data) for x in tqdm(batches, total=total, desc="predict",
-                                                                disable=not progress, leave=False)]
+            outputs = []
+            for x in tqdm(batches, total=total, desc="predict", disable=not progress, leave=False):
+                _check_inputs(x, "predict")
+                outputs.append(_check_outputs(model, model(x).data, "predict"))
     finally:
         model.train(was_training)
+    if not outputs:
+        raise ValueError("predict: data gave no batches")
     return np.concatenate(outputs)
 
 
@@ -156,6 +211,8 @@ def evaluate(model, loader, progress: bool = True) -> float:
     """Accuracy in [0, 1] of argmax(model(x)) against y over all batches of `loader`.
 
     Runs in eval mode (dropout off, batch norm uses running statistics) under no_grad; restores the mode after.
+    NaN or Inf inputs or outputs and labels outside 0..classes-1 are refused with ValueError: they would give an
+    accuracy that means nothing.
     """
     was_training = model.training
     model.eval()
@@ -164,7 +221,8 @@ def evaluate(model, loader, progress: bool = True) -> float:
         with mc.no_grad():
             bar = tqdm(loader, desc="evaluate", disable=not progress, leave=False)
             for x, y in bar:
-                correct += _count_correct(model(x).data, y)
+                _check_inputs(x, "evaluate")
+                correct += _count_correct(_check_outputs(model, model(x).data, "evaluate"), y, "evaluate")
                 seen += len(y)
                 bar.set_postfix(acc=f"{correct / seen:.4f}", refresh=False)
     finally:

@@ -4,7 +4,7 @@ import pytest
 
 import minicompress as mc
 from minicompress import data, models, nn, optim
-from minicompress.train import History, evaluate, fit, predict, set_seed
+from minicompress.train import History, TrainingDiverged, evaluate, fit, predict, set_seed
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_fit_stops_on_nan_and_checks_epochs(digits):
     loader = data.DataLoader(x[:64], y[:64], batch_size=32)
     with pytest.raises(ValueError, match="epochs=-1"):
         fit(model, loader, -1, optim.SGD(model.parameters(), lr=0.1), progress=False)
-    with pytest.raises(FloatingPointError, match="epoch 0, step 0"):
+    with pytest.raises(FloatingPointError, match="epoch 1, step 0"):
         fit(model, loader, 1, optim.SGD(model.parameters(), lr=0.1), loss_fn=lambda z, t: z.sum() * np.nan,
             progress=False)
 
@@ -180,3 +180,70 @@ def test_fit_stops_after_max_steps_mid_epoch():
     assert steps == [0, 1, 2, 3, 4] and len(history["loss"]) == 1
     with pytest.raises(ValueError, match=r"fit\(max_steps=-1\)"):
         fit(model, data.DataLoader(x, y), 1, optim.SGD(model.parameters(), lr=0.1), max_steps=-1)
+
+
+# ---- issue 13: no silently wrong numbers ---------------------------------------------------------------------------
+
+
+def test_fit_refuses_an_empty_training_set(digits):
+    x, y, _, _ = digits
+    model = models.mlp([784, 10])
+    for loader in (data.DataLoader(x[:0], y[:0]), data.DataLoader(x[:10], y[:10], batch_size=32, drop_last=True)):
+        with pytest.raises(ValueError, match="fit: train_loader gave no batches in epoch 1; the training set is empty"):
+            fit(model, loader, 2, optim.SGD(model.parameters(), lr=0.1), progress=False)
+
+
+def test_fit_stops_on_divergence_before_the_update_with_one_clear_error(digits):
+    x, y, _, _ = digits
+    set_seed(0)
+    model = models.mlp([784, 32, 10])
+    loader = data.DataLoader(x[:256], y[:256], batch_size=32)
+    with pytest.raises(TrainingDiverged, match=r"fit: the loss became (nan|inf) at epoch 1, step \d+: training "
+                                               r"diverged; try a smaller learning rate \(lr=1e\+30\)") as info:
+        fit(model, loader, 1, optim.SGD(model.parameters(), lr=1e30), progress=False)
+    assert isinstance(info.value, ValueError)  # so the command line prints it as one line
+
+
+def test_nan_or_inf_inputs_are_refused_by_fit_evaluate_and_predict(digits):
+    x, y, _, _ = digits
+    model = models.mlp([784, 10])
+    images = np.full((4, 1, 28, 28), 0.5, dtype=np.float32)
+    images[2, 0, 3, 4] = np.nan
+    batches = [(images, y[:4])]
+    with pytest.raises(ValueError, match=r"evaluate: the input batch of shape \(4, 1, 28, 28\) holds 1 non-finite "
+                                         r"values \(first: nan\); inputs must be finite"):
+        evaluate(model, batches, progress=False)
+    images[2, 0, 3, 4] = np.inf
+    with pytest.raises(ValueError, match=r"predict: .* holds 1 non-finite values \(first: inf\)"):
+        predict(model, images)
+    with pytest.raises(ValueError, match=r"fit \(epoch 1, step 0\): the input batch"):
+        fit(model, batches, 1, optim.SGD(model.parameters(), lr=0.1), progress=False)
+
+
+def test_nan_weights_are_refused_not_scored(digits):
+    x, y, xt, yt = digits
+    model = models.mlp([784, 16, 10])
+    list(model.parameters())[-1].data[3] = np.nan
+    name = next(n for n, p in model.named_parameters() if not np.isfinite(p.data).all())
+    loader = data.DataLoader(xt, yt, batch_size=100)
+    with pytest.raises(ValueError, match=f"evaluate: the model output holds .* parameter '{name}' is not finite"):
+        evaluate(model, loader, progress=False)
+    with pytest.raises(ValueError, match=f"predict: the model output holds .* parameter '{name}'"):
+        predict(model, xt[:10, None].astype(np.float32))
+    with pytest.raises(ValueError, match=f"fit: parameter '{name}' holds NaN or Inf before training"):
+        fit(model, loader, 1, optim.SGD(model.parameters(), lr=0.1), progress=False)
+
+
+def test_labels_outside_the_classes_are_an_error_not_zero_accuracy():
+    model = FixedScores()
+    images = np.zeros((3, 1, 28, 28), dtype=np.float32)
+    for bad in (10, -1):
+        with pytest.raises(ValueError, match=f"evaluate: label {bad} is out of range; the model has 10 classes, "
+                                             "labels 0..9"):
+            evaluate(model, [(images, np.array([0, bad, 0]))], progress=False)
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, True])
+def test_predict_checks_batch_size(batch_size):
+    with pytest.raises(ValueError, match=f"predict\\(batch_size={batch_size!r}\\): must be an int >= 1"):
+        predict(models.mlp([784, 10]), np.zeros((3, 784), dtype=np.float32), batch_size=batch_size)

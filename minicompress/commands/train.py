@@ -5,7 +5,7 @@ from pathlib import Path
 from minicompress import checkpoint, models, optim
 from minicompress.cli import CLIError
 from minicompress.commands import add_data_arguments, load_dataset, loaders, positive_float, positive_int
-from minicompress.train import fit, set_seed
+from minicompress.train import TrainingDiverged, fit, set_seed
 
 
 def add_parser(subparsers):
@@ -27,6 +27,10 @@ def add_parser(subparsers):
 
 def run(args):
     x, y, xt, yt, description = load_dataset(args.dataset, args.data_dir)
+    for split, images in (("training", x), ("test", xt)):
+        if len(images) == 0:
+            raise CLIError(f"--data-dir {args.data_dir}: the {split} split holds 0 images; there is nothing to "
+                           f"{'train on' if split == 'training' else 'measure the accuracy on'}")
     set_seed(args.seed)
     try:
         model = models.from_spec(args.model)
@@ -36,8 +40,11 @@ def run(args):
     print(f"training {args.model} on {description} for {args.epochs} epochs")
     opt = optim.Adam(model.parameters(), lr=args.lr)
     start = time.perf_counter()
-    history = fit(model, train_loader, args.epochs, opt, test_loader=test_loader,
-                  scheduler=optim.CosineAnnealingLR(opt, T_max=args.epochs), progress=not args.no_progress)
+    try:
+        history = fit(model, train_loader, args.epochs, opt, test_loader=test_loader,
+                      scheduler=optim.CosineAnnealingLR(opt, T_max=args.epochs), progress=not args.no_progress)
+    except TrainingDiverged as exc:
+        raise CLIError(f"--lr {args.lr:g}: {exc}") from exc
     seconds = time.perf_counter() - start
     for epoch, (loss, acc, test_acc) in enumerate(zip(history["loss"], history["accuracy"],
                                                       history["test_accuracy"])):

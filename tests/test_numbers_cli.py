@@ -1,0 +1,55 @@
+"""Issue 13, numbers: the real command refuses silently wrong numbers in one line (exit code 2, no traceback)."""
+import gzip
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+
+
+def run(*argv, cwd):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.pop("MINICOMPRESS_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "minicompress", *map(str, argv)], capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env=env)
+
+
+def assert_one_line_error(result, command, *pieces):
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"minicompress {command}: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for piece in pieces:
+        assert piece in result.stderr, result.stderr
+
+
+def write_idx(folder, n_train, n_test):
+    folder.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = np.zeros((n, 28, 28), dtype=np.uint8)
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(bytes([0, 0, 8, 3]) + struct.pack(">3I", n, 28, 28) + images.tobytes()))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(bytes([0, 0, 8, 1]) + struct.pack(">I", n) + bytes(n)))
+
+
+def test_train_refuses_an_empty_training_split_before_any_work(tmp_path):
+    write_idx(tmp_path / "data", 0, 8)
+    result = run("train", "--data-dir", tmp_path / "data", "--epochs", "1", "--out", "m.npz", cwd=tmp_path)
+    assert_one_line_error(result, "train", f"--data-dir {tmp_path / 'data'}: the training split holds 0 images")
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_train_refuses_an_empty_test_split_before_training(tmp_path):
+    write_idx(tmp_path / "data", 8, 0)
+    result = run("train", "--data-dir", tmp_path / "data", "--epochs", "1", "--out", "m.npz", cwd=tmp_path)
+    assert_one_line_error(result, "train", "the test split holds 0 images")
+    assert "training" not in result.stdout and not (tmp_path / "m.npz").exists()
+
+
+def test_train_with_a_diverging_learning_rate_says_so_in_one_line(tmp_path):
+    result = run("train", "--model", "mlp:784-16-10", "--lr", "1e300", "--epochs", "1", "--no-progress",
+                 "--out", "m.npz", cwd=tmp_path)
+    assert_one_line_error(result, "train", "--lr 1e+300: fit: the loss became", "training diverged",
+                          "try a smaller learning rate")
+    assert not (tmp_path / "m.npz").exists()
