@@ -35,10 +35,14 @@ def sign(x):
     """sign(x) = +1 if x >= 0 else -1, in x's floating dtype (float32 for integer input).
 
     Unlike ``np.sign``, sign(0) = +1 (as BinaryNet and Larq): 0 is not a binary value.
+    NaN has no sign and stays NaN (as np.sign and torch.sign), so it can never be stored as a -1 bit.
     """
     x = np.asarray(x)
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
-    return np.where(x >= 0, 1, -1).astype(dtype)
+    out = np.where(x >= 0, 1, -1).astype(dtype)
+    if x.dtype.kind == "f":
+        out[np.isnan(x)] = np.nan
+    return out
 
 
 class SignSTE(Function):
@@ -323,6 +327,9 @@ def pack_signs(values, where="pack_signs"):
     bad = (values != 1) & (values != -1)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        if np.isnan(values[idx]):
+            raise ValueError(f"{where}: found NaN at index {idx} ({int(bad.sum())} bad values in shape {values.shape}); "
+                             "NaN has no sign, so it cannot be stored as a bit: the weights are not finite")
         raise ValueError(
             f"{where}: only +1 and -1 can be stored in 1 bit, but found {values[idx].item():g} at index {idx} "
             f"({int(bad.sum())} bad values in shape {values.shape}); binarize first with binary.sign"
@@ -345,6 +352,26 @@ def _words(bits):
     return out.view(np.uint64)
 
 
+def _check_packed(a_bits, b_bits, k, mask_bits):
+    """k values per row need exactly ceil(k / 8) bytes per row, with the padding bits 0 (as pack_signs leaves them)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"popcount_matmul: k={k!r} is the number of values per row and must be an int >= 1")
+    nbytes = -(-int(k) // 8)
+    padding = np.uint8((1 << (8 * nbytes - k)) - 1)  # the low bits of the last byte (np.packbits is big-endian)
+    for name, bits in (("a_bits", a_bits), ("b_bits", b_bits), ("mask_bits", mask_bits)):
+        if bits is None:
+            continue
+        bits = np.asarray(bits)
+        if bits.dtype != np.uint8 or bits.ndim != 2 or bits.shape[1] != nbytes:
+            raise ValueError(f"popcount_matmul: {name} must be uint8 of shape (rows, {nbytes}) for k={k} values per "
+                             f"row (ceil(k / 8) bytes), got {bits.dtype} {bits.shape}")
+        if padding and np.any(bits[:, -1] & padding):
+            raise ValueError(f"popcount_matmul: {name} has 1 bits past position k={k} (padding must be 0); "
+                             "was it packed with another k?")
+    if mask_bits is not None and np.shape(mask_bits)[0] != np.shape(a_bits)[0]:
+        raise ValueError(f"popcount_matmul: mask_bits has {np.shape(mask_bits)[0]} rows, a_bits {np.shape(a_bits)[0]}")
+
+
 def popcount_matmul(a_bits, b_bits, k, mask_bits=None, chunk_rows=2048):
     """Integer a @ b.T for +-1 matrices given as packed bits: a_bits (M, ceil(k/8)), b_bits (N, ceil(k/8)).
 
@@ -354,6 +381,7 @@ def popcount_matmul(a_bits, b_bits, k, mask_bits=None, chunk_rows=2048):
     out[i, j] = popcount(m_i) - 2 * popcount((a_i XOR b_j) AND m_i).
     Accumulator: uint16 when k < 2^16 (a popcount is at most k), else uint32; result int32 (M, N).
     """
+    _check_packed(a_bits, b_bits, k, mask_bits)
     a_w, b_w = _words(a_bits), _words(b_bits)
     m_w = None if mask_bits is None else _words(mask_bits)
     m, n = a_w.shape[0], b_w.shape[0]
@@ -396,6 +424,11 @@ def xnor_matmul(a, b):
 # --------------------------------------------------------------------------------------------------------------------
 # Packed layers and models
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def _check_signable(x, where):
+    if np.isnan(x).any():
+        raise ValueError(f"{where}: the input holds NaN, which has no sign to binarize (binary activations)")
 
 
 class _PackedLayer:
@@ -477,6 +510,7 @@ class PackedBinaryLinear(_PackedLayer):
                 f"got shape {x.shape}"
             )
         if self.binary_activations:
+            _check_signable(x, type(self).__name__)
             y = popcount_matmul(np.packbits(x >= 0, axis=1), self.bits, self.k).astype(x.dtype)
         else:
             y = x @ unpack_signs(self.bits, self.k, x.dtype).T
@@ -531,6 +565,7 @@ class PackedBinaryConv2d(_PackedLayer):
                 y = F.conv2d(x, unpack_signs(self.bits, self.k, x.dtype).reshape(w_shape), None, self.stride,
                              self.padding).data  # fmt: skip
         else:
+            _check_signable(x, type(self).__name__)
             cols, (ho, wo) = self._cols((x >= 0).astype(np.uint8))  # padded taps become 0 bits ...
             valid, _ = self._cols(np.ones((1,) + x.shape[1:], dtype=np.uint8))  # ... and the mask drops them
             mask = np.tile(np.packbits(valid, axis=1), (n, 1))

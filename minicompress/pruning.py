@@ -418,8 +418,16 @@ def format_report(rows):
 def agp_sparsity(t, s_f, s_i=0.0, t0=0, n=10, dt=1):
     """Zhu & Gupta (2017) cubic schedule: s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt))^3.
 
-    Before t0 the sparsity is s_i, after t0 + n * dt it stays s_f.
+    Before t0 the sparsity is s_i, after t0 + n * dt it stays s_f. n (pruning steps) is an int >= 1, dt > 0.
     """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"agp_sparsity: n={n!r} is the number of pruning steps and must be an int >= 1")
+    if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not 0 < dt < math.inf:
+        raise ValueError(f"agp_sparsity: dt={dt!r} is the number of training steps between prunings and must be > 0")
+    for name, value in (("t", t), ("t0", t0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"agp_sparsity: {name}={value!r} must be a finite number (a training step)")
+    s_f, s_i = _sparsities([s_f, s_i], 2, "agp_sparsity")
     progress = min(max((t - t0) / (n * dt), 0.0), 1.0)
     return s_f + (s_i - s_f) * (1.0 - progress) ** 3
 

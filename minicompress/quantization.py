@@ -24,7 +24,7 @@ The file follows the order of the lecture:
 10. sizes in bytes and lossless save / load.
 
 Arithmetic is float32, as in PyTorch: r / S is computed as r * (1 / S) with 1 / S rounded to float32, which is what
-PyTorch's fake quantization and scalar quantizer do (see ``quantize``).
+PyTorch's fake quantization does bit for bit (see ``quantize`` for where PyTorch's own quantizers differ at ties).
 """
 import copy
 import math
@@ -57,6 +57,22 @@ def _check_finite(x, fn, name):
     if not np.all(np.isfinite(x)):
         bad = x[~np.isfinite(x)].ravel()[0]
         raise ValueError(f"{fn}: {name} must be finite, found {bad} (NaN or Inf cannot be quantized)")
+
+
+def _check_qparams(scale, zero_point, fn):
+    """A scale must be finite, > 0 and have a float32 inverse; a zero point must be a whole number (int32)."""
+    scale, zero_point = np.asarray(scale, dtype=np.float64), np.asarray(zero_point)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        bad = ~(np.isfinite(scale) & (scale > 0) & (np.float32(1.0) / scale.astype(np.float32) < np.inf))
+    if bad.any():
+        raise ValueError(f"{fn}: scale must be > 0, finite and large enough for 1 / S to fit float32 "
+                         f"(S >= {1 / np.finfo(np.float32).max:.3g}), got {scale[bad].ravel()[0]}")
+    if not np.issubdtype(zero_point.dtype, np.integer):
+        whole = np.isfinite(zero_point) & (zero_point == np.round(zero_point)) if zero_point.dtype.kind == "f" else False
+        if not np.all(whole):
+            raise ValueError(f"{fn}: zero_point must be a whole number (an int32), got {zero_point.ravel()[0]!r}")
+    if np.any(np.abs(zero_point.astype(np.float64)) > np.iinfo(np.int32).max):
+        raise ValueError(f"{fn}: zero_point must fit int32, got {zero_point.ravel()[0]!r}")
 
 
 def qrange(bits=8, signed=True, narrow_range=False):
@@ -108,7 +124,10 @@ def qparams(min_val, max_val, bits=8, symmetric=False, signed=True, narrow_range
         scale = np.maximum(np.maximum(-lo, hi) / np.float32((qmax - qmin) / 2), FLOAT32_EPS)
         zero_point = np.full(lo.shape, 0 if signed else 2 ** (bits - 1), dtype=np.int32)
     else:
-        scale = np.maximum((hi - lo) / np.float32(qmax - qmin), FLOAT32_EPS)
+        with np.errstate(over="ignore"):
+            scale = np.maximum((hi - lo) / np.float32(qmax - qmin), FLOAT32_EPS)
+        # max - min overflows float32 for ranges past +-1.7e38, while the scale itself fits: take those in float64
+        scale = np.where(np.isfinite(scale), scale, ((hi.astype(np.float64) - lo) / (qmax - qmin)).astype(np.float32))
         zero_point = np.clip(qmin - np.round(lo / scale), qmin, qmax).astype(np.int32)
     if scale.ndim == 0:
         return np.float32(scale), np.int32(zero_point)
@@ -141,25 +160,32 @@ def _check_axis(x, scale, axis, fn):
 def _round_and_shift(x, scale, zero_point, axis):
     """round(x / S) + Z before clamping, as float32; also returns S and Z shaped to broadcast along ``axis``.
 
-    x / S is computed as x * (1 / S) in float32, as PyTorch's fake quantization and scalar quantizer do.
+    x / S is computed as x * (1 / S) in float32, as PyTorch's fake quantization does (see ``quantize``).
     """
     S = _along(np.asarray(scale, dtype=np.float32), x.ndim, axis)
     Z = _along(np.asarray(zero_point, dtype=np.float32), x.ndim, axis)
-    return np.round(x.astype(np.float32) * (np.float32(1.0) / S)) + Z, S, Z
+    with np.errstate(over="ignore"):  # past float32, x / S becomes +-inf, which the clamp maps to qmin or qmax
+        return np.round(x.astype(np.float32) * (np.float32(1.0) / S)) + Z, S, Z
 
 
 def quantize(x, scale, zero_point, qmin, qmax, axis=None):
     """q = clamp(round(x / S) + Z, qmin, qmax), round half to even; per channel along ``axis`` if given.
 
-    x / S is computed as x * (1 / S) in float32, as PyTorch's fake quantization and scalar quantizer do
-    (fbgemm's vectorised quantizer rounds x / S + Z instead, which can differ on exact .5 ties when Z is odd).
     Returns the narrowest integer array that holds [qmin, qmax] (uint8 for [0, 255], int8 for [-128, 127]).
+
+    Ties, measured against PyTorch 2.13 on the CPU (tests/test_quantization_ties.py): x / S is computed as
+    x * (1 / S) in float32, rounded half to even, and Z is added after rounding. That is bit for bit PyTorch's
+    fake quantization (per tensor and per channel), so a QAT model and its converted integer model agree.
+    PyTorch's real quantizers add Z before rounding, round(x * (1 / S) + Z); torch.quantize_per_tensor to
+    quint8 / qint8 even fuses the multiply and the add (one FMA, the product is not rounded to float32). Both
+    differ from the line below only where x * (1 / S) lies within one float32 rounding of a half-integer: e.g. quint8,
+    x = -1.9967061, S = 0.015660440549254417, Z = 128: the product -127.4999964 rounds to -127.5 in float32, so
+    here q = round(-127.5) + 128 = 0, while the fused round(0.5000036) gives PyTorch's 1.
     """
     x = np.asarray(_as_array(x), dtype=np.float32)
     _check_finite(x, "quantize", "x")
     axis = _check_axis(x, scale, axis, "quantize")
-    if np.any(np.asarray(scale) <= 0):
-        raise ValueError(f"quantize: scale must be > 0, got {np.min(scale)}")
+    _check_qparams(scale, zero_point, "quantize")
     q, _, _ = _round_and_shift(x, scale, zero_point, axis)
     return np.clip(q, qmin, qmax).astype(_int_dtype(qmin, qmax))
 
@@ -168,6 +194,7 @@ def dequantize(q, scale, zero_point, axis=None):
     """r_hat = S * (q - Z) in float32; per channel along ``axis`` if given."""
     q = np.asarray(q)
     axis = _check_axis(q, scale, axis, "dequantize")
+    _check_qparams(scale, zero_point, "dequantize")
     scale = _along(np.asarray(scale, dtype=np.float32), q.ndim, axis)
     zero_point = _along(np.asarray(zero_point, dtype=np.int32), q.ndim, axis)
     return (q.astype(np.int32) - zero_point).astype(np.float32) * scale
@@ -369,6 +396,7 @@ def fake_quantize(x, scale, zero_point, qmin, qmax, axis=None):
     data = _as_array(x)
     _check_finite(data, "fake_quantize", "x")
     axis = _check_axis(data, scale, axis, "fake_quantize")
+    _check_qparams(scale, zero_point, "fake_quantize")
     return FakeQuantizeFunction.apply(x, scale, zero_point, qmin, qmax, axis)
 
 
