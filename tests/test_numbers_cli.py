@@ -1,6 +1,7 @@
 """Issue 13, numbers: the real command refuses silently wrong numbers in one line (exit code 2, no traceback)."""
 import gzip
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -53,3 +54,19 @@ def test_train_with_a_diverging_learning_rate_says_so_in_one_line(tmp_path):
     assert_one_line_error(result, "train", "--lr 1e+300: fit: the loss became", "training diverged",
                           "try a smaller learning rate")
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_distill_refuses_a_temperature_past_float32_before_loading_anything(tmp_path):
+    result = run("distill", "--teacher", "missing.npz", "--T", "1e30", cwd=tmp_path)
+    assert_one_line_error(result, "distill", "--T 1e+30: must be <= 100")
+
+
+def test_evaluate_refuses_a_model_with_nan_weights_instead_of_scoring_it(tmp_path):
+    from minicompress import checkpoint, models
+
+    model = models.from_spec("mlp:784-16-10")
+    list(model.parameters())[0].data[0, 0] = np.nan
+    checkpoint.save(model, tmp_path / "nan.npz")
+    result = run("evaluate", "nan.npz", "--no-progress", cwd=tmp_path)
+    assert_one_line_error(result, "evaluate")
+    assert "accuracy" not in result.stdout and re.search("nan|not finite", result.stderr, re.IGNORECASE)

@@ -15,7 +15,7 @@ from minicompress import checkpoint, models, optim
 from minicompress.cli import CLIError
 from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders, positive_float, positive_int
 from minicompress.data import DataLoader
-from minicompress.distillation import distill, precompute_teacher_logits
+from minicompress.distillation import MAX_T, distill, precompute_teacher_logits
 from minicompress.train import evaluate, fit, predict, set_seed
 
 
@@ -51,6 +51,9 @@ def _student(spec, seed):
 def run(args):
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha {args.alpha}: must be in [0, 1] (the weight of the soft term)")
+    if args.T > MAX_T:
+        raise CLIError(f"--T {args.T:g}: must be <= {MAX_T:g}; past it the soft term T^2 * KL is mostly float32 "
+                       "rounding error")
     teacher = checkpoint.load(args.teacher)
     meta = teacher.checkpoint_meta
     dataset = args.dataset or (meta.get("dataset") if meta.get("dataset") in DATASETS else "mnist")
