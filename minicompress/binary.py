@@ -328,8 +328,8 @@ def pack_signs(values, where="pack_signs"):
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         if np.isnan(values[idx]):
-            raise ValueError(f"{where}: found NaN at index {idx} ({int(bad.sum())} bad values in shape {values.shape}); "
-                             "NaN has no sign, so it cannot be stored as a bit: the weights are not finite")
+            raise ValueError(f"{where}: found NaN at index {idx} ({int(bad.sum())} bad values in shape "
+                             f"{values.shape}); NaN has no sign, so it cannot be stored as a bit (are the weights finite?)")
         raise ValueError(
             f"{where}: only +1 and -1 can be stored in 1 bit, but found {values[idx].item():g} at index {idx} "
             f"({int(bad.sum())} bad values in shape {values.shape}); binarize first with binary.sign"

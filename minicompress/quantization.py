@@ -68,8 +68,8 @@ def _check_qparams(scale, zero_point, fn):
         raise ValueError(f"{fn}: scale must be > 0, finite and large enough for 1 / S to fit float32 "
                          f"(S >= {1 / np.finfo(np.float32).max:.3g}), got {scale[bad].ravel()[0]}")
     if not np.issubdtype(zero_point.dtype, np.integer):
-        whole = np.isfinite(zero_point) & (zero_point == np.round(zero_point)) if zero_point.dtype.kind == "f" else False
-        if not np.all(whole):
+        floating = zero_point.dtype.kind == "f"
+        if not (floating and np.all(np.isfinite(zero_point) & (zero_point == np.round(zero_point)))):
             raise ValueError(f"{fn}: zero_point must be a whole number (an int32), got {zero_point.ravel()[0]!r}")
     if np.any(np.abs(zero_point.astype(np.float64)) > np.iinfo(np.int32).max):
         raise ValueError(f"{fn}: zero_point must fit int32, got {zero_point.ravel()[0]!r}")
@@ -177,10 +177,10 @@ def quantize(x, scale, zero_point, qmin, qmax, axis=None):
     x * (1 / S) in float32, rounded half to even, and Z is added after rounding. That is bit for bit PyTorch's
     fake quantization (per tensor and per channel), so a QAT model and its converted integer model agree.
     PyTorch's real quantizers add Z before rounding, round(x * (1 / S) + Z); torch.quantize_per_tensor to
-    quint8 / qint8 even fuses the multiply and the add (one FMA, the product is not rounded to float32). Both
-    differ from the line below only where x * (1 / S) lies within one float32 rounding of a half-integer: e.g. quint8,
-    x = -1.9967061, S = 0.015660440549254417, Z = 128: the product -127.4999964 rounds to -127.5 in float32, so
-    here q = round(-127.5) + 128 = 0, while the fused round(0.5000036) gives PyTorch's 1.
+    quint8 / qint8 even fuses the multiply and the add (one FMA: the product is not rounded to float32). Both
+    differ from the line below only where x * (1 / S) lies within one float32 rounding of a half-integer.
+    Example, quint8, x = -1.9967061, S = 0.015660440549254417, Z = 128: the product -127.4999964 rounds to
+    -127.5 in float32, so here q = round(-127.5) + 128 = 0, while PyTorch's fused round(0.5000036) gives 1.
     """
     x = np.asarray(_as_array(x), dtype=np.float32)
     _check_finite(x, "quantize", "x")

@@ -95,7 +95,8 @@ def _count_correct(logits, y, where: str) -> int:
     classes = logits.shape[1]
     if y.size and (y.min() < 0 or y.max() >= classes):
         bad = y[(y < 0) | (y >= classes)][0]
-        raise ValueError(f"{where}: label {bad} is out of range; the model has {classes} classes, labels 0..{classes - 1}")
+        raise ValueError(f"{where}: label {bad} is out of range; the model has {classes} classes, "
+                         f"labels 0..{classes - 1}")
     return int((logits.argmax(axis=1) == y).sum())
 
 

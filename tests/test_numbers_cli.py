@@ -18,7 +18,8 @@ def run(*argv, cwd):
 
 def assert_one_line_error(result, command, *pieces):
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith(f"minicompress {command}: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"minicompress {command}: error: "), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
     for piece in pieces:
         assert piece in result.stderr, result.stderr
