@@ -444,8 +444,9 @@ class GradualPruning:
 
     def __init__(self, parameters, final_sparsity, initial_sparsity=0.0, start_step=0, n_steps=10,
                  frequency=100, scope="layer"):
-        if n_steps < 1 or frequency < 1:
-            raise ValueError(f"GradualPruning: n_steps={n_steps} and frequency={frequency} must be >= 1")
+        for name, value, low in (("n_steps", n_steps, 1), ("frequency", frequency, 1), ("start_step", start_step, 0)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"GradualPruning: {name}={value!r} must be an int >= {low} (training steps)")
         if scope not in ("layer", "global"):
             raise ValueError(f"GradualPruning: scope={scope!r}, allowed 'layer' or 'global'")
         self.parameters = list(parameters)

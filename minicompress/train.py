@@ -69,8 +69,9 @@ def _first_bad(array) -> str:
 
 
 def _nonfinite_parameter(model):
-    """Name of the first parameter holding NaN or Inf, or None."""
-    return next((name for name, p in model.named_parameters() if not np.isfinite(p.data).all()), None)
+    """Name of the first parameter holding NaN or Inf, or None (also for models without named_parameters)."""
+    named = getattr(model, "named_parameters", lambda: ())()
+    return next((name for name, p in named if not np.isfinite(p.data).all()), None)
 
 
 def _check_inputs(x, where: str) -> None:

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from minicompress import binary, distillation, models
+from minicompress import binary, distillation, models, nn
 from minicompress import pruning as prune
 from minicompress import quantization as Q
 from minicompress.tensor import Tensor
@@ -130,6 +130,14 @@ def test_agp_sparsity_refuses_bad_schedules(kwargs, message):
     args = {"t": 3, "s_f": 0.9, "s_i": 0.0, "t0": 0, "n": 10, "dt": 1} | kwargs
     with pytest.raises(ValueError, match="agp_sparsity: " + message.replace("(", r"\(").replace(")", r"\)")):
         prune.agp_sparsity(**args)
+
+
+@pytest.mark.parametrize("kwargs", [{"n_steps": 0}, {"n_steps": 2.5}, {"frequency": float("nan")}, {"frequency": 0},
+                                    {"start_step": -1}, {"start_step": 1.5}])
+def test_gradual_pruning_refuses_schedules_that_would_never_prune(kwargs):
+    name, value = next(iter(kwargs.items()))
+    with pytest.raises(ValueError, match=f"GradualPruning: {name}={value!r} must be an int >= "):
+        prune.GradualPruning([(nn.Linear(4, 3), "weight")], 0.5, **kwargs)
 
 
 def test_agp_sparsity_degenerate_schedules():
