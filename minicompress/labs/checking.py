@@ -64,6 +64,7 @@ class Check:
     reference: the library's answer for a case's arguments. call: how to run the student's object on the arguments
     (default fn(*args)). compare(expected, obtained) -> None when they agree, else a short reason.
     names: the argument names shown in a failure. hint: the formula, shown when no known mistake explains a failure.
+    errors: hints for exceptions a known mistake raises (a ZeroDivisionError when eps was forgotten).
     """
 
     reference: Callable
@@ -74,6 +75,7 @@ class Check:
     mistakes: list = field(default_factory=list)
     call: Callable = None
     summary: str = ""
+    errors: dict = field(default_factory=dict)  # exception type name -> hint, for mistakes that raise
 
 
 @dataclass
@@ -152,7 +154,8 @@ def run(number, name, fn, check):
         except Exception as exc:  # the student's bug, reported as part of the line
             text = " ".join(str(exc).split())[:300]
             return Result(number, name, FAILED, f"{_show(case, check.names)}: your code raised "
-                          f"{type(exc).__name__}: {text}{_where(exc)}. Hint: {check.hint}")
+                          f"{type(exc).__name__}: {text}{_where(exc)}. "
+                          f"Hint: {check.errors.get(type(exc).__name__, check.hint)}")
         problem = compare(expected, obtained)
         if problem is None:
             continue

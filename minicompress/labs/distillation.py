@@ -78,6 +78,10 @@ def check_kl_divergence():
                           "0 * log 0 is NaN in NumPy but 0 in KL: take the terms with p_i = 0 as 0")])
 
 
+_LOG0 = ("softmax(z)[y] of large logits is 0 in floating point and log(0) = -inf: use log-sum-exp, "
+         "-log p_y = m + log sum exp(z - m) - z_y")
+
+
 @LAB.exercise("cross_entropy")
 def check_cross_entropy():
     def reference(z, y):
@@ -85,13 +89,13 @@ def check_cross_entropy():
 
     return Check(
         reference=reference, names=("z", "y"), compare=same(rtol=1e-7),
-        cases=[(_Z_S, np.array([0])), (np.array([[1000.0, 0.0]]), np.array([1])),
-               (_rng.normal(size=(6, 4)), _rng.integers(0, 4, 6)), (np.zeros((2, 5)), np.array([0, 4]))],
+        cases=[(_Z_S, np.array([0])), (_rng.normal(size=(6, 4)), _rng.integers(0, 4, 6)),
+               (np.zeros((2, 5)), np.array([0, 4])), (np.array([[1000.0, 0.0]]), np.array([1]))],
         hint="CE = mean over samples of -log softmax(z)[y] = logsumexp(z) - z[y], with logsumexp(z) = "
              "m + log sum exp(z - m), m = the row max",
         mistakes=[Mistake(lambda z, y: -np.log(_naive_softmax(z)[np.arange(len(y)), y]).mean(),
-                          "log(softmax) of large logits gives log(0) = -inf: use log-sum-exp, "
-                          "-log p_y = m + log sum exp(z - m) - z_y"),
+                          _LOG0),
+                  Mistake(_ce, _LOG0),
                   Mistake(lambda z, y: _ce(z, y) * len(y), "average over the samples, do not sum"),
                   Mistake(lambda z, y: -_ce(z, y), "cross-entropy is -log p_y, a positive number")])
 

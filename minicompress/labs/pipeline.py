@@ -118,7 +118,7 @@ def check_huffman_lengths():
 def check_relative_positions():
     def gaps_stored_raw(positions, gap_bits):
         s, f = pipeline.relative_positions(positions, gap_bits)
-        return s + 1, f
+        return np.where(f, s, s + 1), f
 
     def filler_at_G(positions, gap_bits):
         G = 2 ** gap_bits

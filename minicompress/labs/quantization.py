@@ -48,6 +48,10 @@ def check_quantize_course():
                   Mistake(lambda w, s: np.round(w / s), "the course's s = 1 / S is a multiplier: q = round(w * s)")])
 
 
+_NO_EPS = ("a constant range gives max' - min' = 0 and S = 0: take S = max(..., eps) (eps = "
+           "np.finfo(np.float32).eps) so nothing divides by zero")
+
+
 @LAB.exercise("affine_qparams")
 def check_affine_qparams():
     def reference(min_val, max_val, qmin, qmax):
@@ -79,8 +83,8 @@ def check_affine_qparams():
                                      " so that real 0 (zero padding, ReLU) is exactly representable"),
                   Mistake(flipped, "Z = qmin - round(min' / S): real 0 lands on Z, so q = qmin must mean min'; "
                                    "the sign of round(min' / S) was flipped"),
-                  Mistake(no_eps, "a constant range gives max' - min' = 0 and S = 0: take S = max(..., eps) "
-                                  "(eps = np.finfo(np.float32).eps) so nothing divides by zero")])
+                  Mistake(no_eps, _NO_EPS)],
+        errors={"ZeroDivisionError": _NO_EPS})
 
 
 @LAB.exercise("symmetric_scale")
