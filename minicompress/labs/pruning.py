@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .. import nn, pruning
-from .checking import Case, Check, Lab, Mistake, each, same
+from .checking import Check, Lab, Mistake, each, same
 
 LAB = Lab(1, "pruning", "Pruning: which weights to remove, how many, and what it saves")
 _rng = np.random.default_rng(1)
