@@ -32,17 +32,18 @@ def test_labs_check_bad_file_is_one_line(tmp_path, capsys, path, message):
 
 
 def test_labs_check_grades_a_real_student_notebook(tmp_path, capsys):
-    """A student who got 4.1 wrong and 4.2 right, has a NameError in 4.3, a crashing cell and an endless loop."""
+    """A student who got 4.1 wrong and 4.2 right, has a NameError in 4.3, an endless loop in 4.4 and a crashing
+    cell: every exercise is still scored, each problem in one line."""
     nb = nbformat.read(LABS_DIR / "student" / "04_binary_lab.ipynb", as_version=4)
     answers = {"def sign": "def sign(x):\n    return np.sign(x)",
                "def ste_backward": "def ste_backward(x, g):\n    return g * (np.abs(x) <= 1)",
-               "def xnor_alpha": "def xnor_alpha(W):\n    return undefined_name"}
+               "def xnor_alpha": "def xnor_alpha(W):\n    return undefined_name",
+               "def pack_signs": "def pack_signs(v):\n    while True:\n        pass"}
     for cell in nb.cells:
         for start, source in answers.items():
             if cell.source.startswith(start):
                 cell.source = source
     nb.cells.insert(3, nbformat.v4.new_code_cell("1 / 0"))
-    nb.cells.append(nbformat.v4.new_code_cell("while True:\n    pass"))
     path = tmp_path / "mine.ipynb"
     nbformat.write(nb, path)
     before = path.read_text()
@@ -54,7 +55,8 @@ def test_labs_check_grades_a_real_student_notebook(tmp_path, capsys):
     assert "failed: " in rows["sign"] and "sign(0) = +1" in rows["sign"]
     assert rows["ste_backward"].endswith("passed")
     assert "NameError" in rows["xnor_alpha"]
-    assert "not attempted" in rows["pack_signs"]
+    assert "failed: its check did not finish" in rows["pack_signs"]
+    assert "not attempted: not run: the notebook stopped at cell" in rows["xnor_dot"]
     assert any("cell 3 raised ZeroDivisionError" in line for line in out)
     assert any("time limit of 3 s" in line for line in out)
     assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in out)

@@ -144,8 +144,12 @@ def _one_line(text, limit=200):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def score(nb, lab, problems=()):
-    """Grade from an executed notebook's outputs: every exercise of the lab passed / failed / not attempted."""
+def score(nb, lab, problems=(), stopped_at=None):
+    """Grade from an executed notebook's outputs: every exercise of the lab passed / failed / not attempted.
+
+    stopped_at: index of the cell where execution stopped (time limit, dead kernel); its check failed and the
+    checks after it did not run.
+    """
     exercises = lab_module(lab).LAB.exercises           # name -> number, in order
     found, cell_errors = {}, {}
     pattern = re.compile(LINE_PATTERN)
@@ -160,7 +164,13 @@ def score(nb, lab, problems=()):
             if output.get("output_type") == "error" and output.get("ename") != "KeyboardInterrupt":  # timeouts
                 cell_errors[i] = f"cell {i} raised {output.get('ename')}: {_one_line(output.get('evalue', ''))}"
         for name in exercises:
-            if name not in found and re.search(rf"\bcheck_{name}\s*\(", cell.source) and i in cell_errors:
+            if name in found or not re.search(rf"\bcheck_{name}\s*\(", cell.source):
+                continue
+            if stopped_at is not None and i == stopped_at:
+                found[name] = (FAILED, f"its check did not finish (cell {i}): {problems[-1]}")
+            elif stopped_at is not None and i > stopped_at:
+                found[name] = (NOT_ATTEMPTED, f"not run: the notebook stopped at cell {stopped_at}")
+            elif i in cell_errors:
                 found[name] = (FAILED, f"its check did not run: {cell_errors[i]}")
     rows = []
     for name, number in exercises.items():
@@ -186,7 +196,7 @@ def grade(path, timeout=120, kernel_name="python3"):
     lab_module(lab)  # unknown lab: a clear error before starting a kernel
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
-    problems = []
+    problems, stopped_at = [], None
     with client.setup_kernel(stderr=subprocess.DEVNULL):  # the kernel's start-up chatter is not the student's
         for i, cell in enumerate(nb.cells):
             try:
@@ -194,9 +204,11 @@ def grade(path, timeout=120, kernel_name="python3"):
             except CellTimeoutError:
                 problems.append(f"stopped: cell {i} ran longer than the time limit of {timeout:g} s (an endless "
                                 f"loop?); the cells after it did not run")
+                stopped_at = i
                 break
             except DeadKernelError as exc:
                 problems.append(f"stopped: the kernel died in cell {i} ({_one_line(exc, 120)}); the cells after "
                                 f"it did not run")
+                stopped_at = i
                 break
-    return score(nb, lab, problems)
+    return score(nb, lab, problems, stopped_at)
