@@ -61,3 +61,11 @@ def test_labs_check_grades_a_real_student_notebook(tmp_path, capsys):
     assert any("time limit of 3 s" in line for line in out)
     assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in out)
     assert path.read_text() == before  # the student's file is not changed
+
+
+
+def test_a_missing_kernel_is_a_clear_error():
+    from minicompress.labs import notebooks
+
+    with pytest.raises(ValueError, match="could not start the Jupyter kernel 'no-such-kernel'"):
+        notebooks.grade(LABS_DIR / "student" / "04_binary_lab.ipynb", kernel_name="no-such-kernel")

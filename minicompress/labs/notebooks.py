@@ -15,6 +15,7 @@
    the limit, and a kernel that dies each become one clear line instead of a traceback.
 """
 
+import contextlib
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -197,7 +198,13 @@ def grade(path, timeout=120, kernel_name="python3"):
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
     problems, stopped_at = [], None
-    with client.setup_kernel(stderr=subprocess.DEVNULL):  # the kernel's start-up chatter is not the student's
+    kernel = contextlib.ExitStack()
+    try:  # the kernel's start-up chatter on stderr is not the student's
+        kernel.enter_context(client.setup_kernel(stderr=subprocess.DEVNULL))
+    except Exception as exc:
+        raise ValueError(f"could not start the Jupyter kernel {kernel_name!r} ({_one_line(exc, 120)}); "
+                         f'install it with pip install -e ".[labs]"') from None
+    with kernel:
         for i, cell in enumerate(nb.cells):
             try:
                 client.execute_cell(cell, i)
