@@ -12,7 +12,7 @@ from .. import functional as F
 from ..tensor import Exp, Mul, Tensor, topological_order, unbroadcast
 from .checking import Case, Check, Lab, Mistake, each, same
 
-LAB = Lab(0, "autograd", "Autograd: the engine every technique stands on")
+LAB = Lab(0, "Autograd: the engine every technique stands on")
 _rng = np.random.default_rng(0)
 
 

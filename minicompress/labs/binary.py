@@ -11,7 +11,7 @@ from .. import binary
 from ..tensor import Tensor
 from .checking import Check, Lab, Mistake, same
 
-LAB = Lab(4, "binary", "Binary networks: one bit per weight, XOR and popcount for a dot product")
+LAB = Lab(4, "Binary networks: one bit per weight, XOR and popcount for a dot product")
 _rng = np.random.default_rng(4)
 _X = np.array([-1.5, -1.0, -0.3, 0.0, 0.3, 1.0, 2.0], dtype=np.float32)  # the tutorial's numbers
 _A = np.array([1, -1, 1, 1, -1, -1, 1, -1])

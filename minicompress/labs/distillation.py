@@ -13,7 +13,7 @@ from .. import functional as F
 from ..tensor import Tensor
 from .checking import Check, Lab, Mistake, same
 
-LAB = Lab(3, "distillation", "Distillation: a student learns from a teacher's softened outputs")
+LAB = Lab(3, "Distillation: a student learns from a teacher's softened outputs")
 _rng = np.random.default_rng(3)
 _Z_S = np.array([[2.0, 1.0, 0.5]])   # the tutorial's student logits
 _Z_T = np.array([[4.0, 0.5, -1.0]])  # and teacher logits

@@ -114,7 +114,8 @@ class Grade:
 
     def table(self):
         width = max(len(name) for _, name, _, _ in self.rows)
-        lines = [f"lab {self.lab}"]
+        module = lab_module(self.lab).LAB
+        lines = [f"lab {module.number}: {module.title}"]
         lines += [f"  {number:<5}{name:<{width + 2}}{status}" + (f": {message}" if status != PASSED else "")
                   for number, name, status, message in self.rows]
         lines += [f"  ! {p}" for p in self.problems]

@@ -14,7 +14,7 @@ from .. import huffman, pipeline
 from .. import quantization as Q
 from .checking import Check, Lab, Mistake, each, same
 
-LAB = Lab(5, "pipeline", "Deep Compression: k-means, Huffman codes, relative positions, the ratio")
+LAB = Lab(5, "Deep Compression: k-means, Huffman codes, relative positions, the ratio")
 _rng = np.random.default_rng(5)
 
 

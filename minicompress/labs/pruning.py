@@ -12,7 +12,7 @@ import numpy as np
 from .. import nn, pruning
 from .checking import Check, Lab, Mistake, each, same
 
-LAB = Lab(1, "pruning", "Pruning: which weights to remove, how many, and what it saves")
+LAB = Lab(1, "Pruning: which weights to remove, how many, and what it saves")
 _rng = np.random.default_rng(1)
 _W6 = np.array([0.9, -0.05, 0.3, -1.2, 0.01, 0.4], dtype=np.float32)  # the tutorial's six numbers
 

@@ -15,7 +15,7 @@ from .. import quantization as Q
 from ..tensor import Tensor
 from .checking import Check, Lab, Mistake, each, same
 
-LAB = Lab(2, "quantization", "Quantization: from q = round(w * s) to an integer-only layer")
+LAB = Lab(2, "Quantization: from q = round(w * s) to an integer-only layer")
 _rng = np.random.default_rng(2)
 EPS = np.finfo(np.float32).eps
 
