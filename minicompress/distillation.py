@@ -9,6 +9,16 @@ those tiny numbers into visible ones, and a small *student* is trained to match 
     loss           L = alpha * T^2 * KL(p || q) + (1 - alpha) * CE(y, z_s)
 
 KL is averaged over the batch (PyTorch's ``reduction="batchmean"``), CE is the usual cross-entropy at T = 1.
+
+Transfer set. The teacher's soft targets need no label: Hinton et al. train the student on a *transfer set*,
+which may be unlabelled or only partly labelled. ``distill(labeled=mask)`` says which training images' labels the
+student may use; per sample the loss is then
+
+    l_n = alpha * T^2 * KL(p_n || q_n) + (1 - alpha) * [n labelled] * CE(y_n, z_s,n),   L = (1/N) sum_n l_n
+
+so an unlabelled image contributes its soft term only. This is the setting where distillation clearly pays off
+for a small student: with the labels of 1,000 of the 10,000 shipped MNIST images, the teacher's soft targets on
+all 10,000 carry what the other 9,000 labels (and more) would have taught it.
 Why T^2: per sample, the soft term's gradient is dKL/dz_i = (1/T) (q_i - p_i), and for large T that is about
 (z_i - v_i) / (N T^2) (N classes, logits of zero mean), so it shrinks like 1/T^2. Multiplying by T^2 keeps the
 soft term on the same scale as the hard one whatever T is, and lets one change T without retuning alpha.
@@ -78,7 +88,7 @@ def _logits(x, who):
     return shape
 
 
-def kd_loss(student_logits, teacher_logits, targets, T, alpha, scale_T2=True):
+def kd_loss(student_logits, teacher_logits, targets, T, alpha, scale_T2=True, labeled=None):
     """L = alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * CE(y, z_s).
 
     student_logits z_s: Tensor (N, C), differentiated. teacher_logits z_t: (N, C) ndarray or Tensor, treated
@@ -86,6 +96,9 @@ def kd_loss(student_logits, teacher_logits, targets, T, alpha, scale_T2=True):
     0 < T <= MAX_T (100): temperature of both softmaxes in the soft term. alpha in [0, 1]: weight of the soft term.
     scale_T2: multiply the soft term by T^2 (Hinton et al.); False gives Distiller's alpha * KL + (1-alpha) * CE.
     KL is summed over classes and averaged over the N samples. Returns a scalar Tensor.
+    labeled: optional bool (N,), the samples whose label counts: the hard term is then
+    (1 - alpha) * (1/N) * sum over labelled n of CE_n (an unlabelled sample keeps only its soft term; its
+    entry in targets is not read). None means every sample is labelled.
     Per sample, d(soft term)/dz_s = (1/T) (q - p) (times T^2 if scaled), divided by N for the batch mean.
     """
     _check_T(T, "kd_loss", MAX_T)
@@ -99,6 +112,11 @@ def kd_loss(student_logits, teacher_logits, targets, T, alpha, scale_T2=True):
                          f"{s_shape[0]} (shapes {tuple(t_shape)} and {tuple(s_shape)}); they must match")
     if targets is None and alpha != 1:
         raise ValueError(f"kd_loss: targets (true labels) are needed when alpha < 1, got alpha={alpha}")
+    if labeled is not None:
+        labeled = np.asarray(labeled)
+        if labeled.dtype != bool or labeled.shape != (s_shape[0],):
+            raise ValueError(f"kd_loss: labeled must be a bool mask of shape ({s_shape[0]},), one entry per sample, "
+                             f"got {labeled.dtype} {labeled.shape}")
     _check_logits(student_logits, "student", T, "kd_loss")
     _check_logits(teacher_logits, "teacher", T, "kd_loss")
     z_s = student_logits if isinstance(student_logits, Tensor) else Tensor(np.asarray(student_logits))
@@ -110,8 +128,14 @@ def kd_loss(student_logits, teacher_logits, targets, T, alpha, scale_T2=True):
         log_q = F.log_softmax(z_s, T=T)                       # student at the same temperature
         soft = F.kl_div(log_q, p, reduction="batchmean")      # KL(p || q), averaged over the batch
         loss = alpha * (T * T if scale_T2 else 1.0) * soft
-    if alpha < 1:
+    if alpha < 1 and labeled is None:
         loss = loss + (1 - alpha) * F.cross_entropy(z_s, targets)
+    elif alpha < 1 and labeled.any():
+        # unlabelled rows get label 0 (any valid class) and weight 0; divide by N, not by the labelled count,
+        # so each labelled image weighs the same whatever the batch holds
+        y = np.where(labeled, np.asarray(targets), 0)
+        per_sample = F.cross_entropy(z_s, y, reduction="none")
+        loss = loss + (1 - alpha) * (per_sample * labeled.astype(np.float32)).sum() / s_shape[0]
     return loss
 
 
@@ -137,8 +161,9 @@ class _TeacherBatches:
     """Yields the (x, y) batches of a DataLoader, same order and shuffling, and keeps the teacher's logits of
     the batch just yielded in ``z_t`` for the loss: rows of precomputed logits, or the frozen teacher run on x."""
 
-    def __init__(self, loader, teacher=None, logits=None):
+    def __init__(self, loader, teacher=None, logits=None, labeled=None):
         self.labels, self.teacher, self.logits, self.z_t = loader.labels, teacher, logits, None
+        self.labeled, self.known = labeled, None  # known: the labeled mask of the batch just yielded
         # a shallow copy whose "labels" are sample indices; it shares the loader's generator, so the
         # shuffling is exactly the one the loader itself would have produced
         self.indexed = copy.copy(loader)
@@ -154,12 +179,13 @@ class _TeacherBatches:
             else:
                 with no_grad():
                     self.z_t = self.teacher(x).data
+            self.known = None if self.labeled is None else self.labeled[idx]
             yield x, self.labels[idx]
 
 
 def distill(student, teacher, train_loader, epochs, optimizer, T=4.0, alpha=0.9, scale_T2=True,
             teacher_logits=None, precompute=True, test_loader=None, callbacks=(), progress=True,
-            scheduler=None, seed=None):
+            scheduler=None, seed=None, labeled=None, desc="distill"):
     """Train ``student`` on ``kd_loss(student(x), teacher(x), y, T, alpha, scale_T2)``; returns train.History.
 
     The teacher is frozen: it runs in eval mode under no_grad and its parameters are never updated (its mode
@@ -167,8 +193,11 @@ def distill(student, teacher, train_loader, epochs, optimizer, T=4.0, alpha=0.9,
     is True, or passed in as ``teacher_logits`` (N, C), row n for train_loader.images[n] (then ``teacher``
     may be None); with precompute=False the teacher runs on every batch, which a loader with max_shift > 0
     (jitter) requires, so that teacher and student see the same shifted images.
-    train_loader: a data.DataLoader. The rest is as in ``train.fit``, which runs the loop (progress bar,
-    History with loss / accuracy / test_accuracy per epoch, callbacks, scheduler, seed).
+    labeled: optional bool (N,) over train_loader.images: the images whose label the student may use (the
+    others are a transfer set that only the teacher's soft targets cover; see the module docstring). The
+    History's training "accuracy" is still measured against every label: a figure to watch, not to learn from.
+    train_loader: a data.DataLoader. The rest is as in ``train.fit``, which runs the loop (progress bar named
+    ``desc``, History with loss / accuracy / test_accuracy per epoch, callbacks, scheduler, seed).
     """
     _check_T(T, "distill", MAX_T)
     _check_alpha(alpha, "distill")
@@ -187,15 +216,20 @@ def distill(student, teacher, train_loader, epochs, optimizer, T=4.0, alpha=0.9,
         raise ValueError(f"distill: teacher_logits must have shape ({n}, classes), one row per training image, "
                          f"got {teacher_logits.shape}")
 
-    batches = _TeacherBatches(train_loader, teacher, teacher_logits)
+    if labeled is not None:
+        labeled = np.asarray(labeled)
+        if labeled.dtype != bool or labeled.shape != (n,):
+            raise ValueError(f"distill: labeled must be a bool mask of shape ({n},), one entry per training image, "
+                             f"got {labeled.dtype} {labeled.shape}")
+    batches = _TeacherBatches(train_loader, teacher, teacher_logits, labeled)
     was_training = None if teacher is None else teacher.training
     if teacher is not None:
         teacher.eval()
     try:
         return fit(student, batches, epochs, optimizer,
-                   loss_fn=lambda z_s, y: kd_loss(z_s, batches.z_t, y, T, alpha, scale_T2),
+                   loss_fn=lambda z_s, y: kd_loss(z_s, batches.z_t, y, T, alpha, scale_T2, batches.known),
                    test_loader=test_loader, callbacks=callbacks, progress=progress, scheduler=scheduler,
-                   seed=seed)
+                   seed=seed, desc=desc)
     finally:
         if teacher is not None:
             teacher.train(was_training)

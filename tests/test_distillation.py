@@ -107,6 +107,57 @@ def test_kd_loss_matches_torch():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# a partly labelled batch (transfer set): the hard term only where the label is known
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_kd_loss_with_a_labelled_mask_on_concrete_numbers():
+    # two samples, two classes; only sample 0 is labelled. Teacher = student logits, so the soft term is 0 and
+    # L = (1 - alpha) * CE_0 / N with CE_0 = -log softmax([2, 0])_0 = log(1 + e^-2) = 0.126928
+    z = np.array([[2.0, 0.0], [0.0, 1.0]])
+    loss = kd_loss(mc.Tensor(z), z, np.array([0, 1]), 4.0, 0.75, labeled=np.array([True, False]))
+    np.testing.assert_allclose(loss.item(), 0.25 * np.log1p(np.exp(-2.0)) / 2, rtol=1e-12)
+
+
+def test_kd_loss_labelled_mask_equals_the_formula_and_torch():
+    torch = pytest.importorskip("torch")
+    tF = torch.nn.functional
+    z_s, z_t = RNG.normal(scale=3, size=(8, 10)), RNG.normal(scale=3, size=(8, 10))
+    y = RNG.integers(0, 10, size=8)
+    mask = np.array([True, False, False, True, True, False, True, False])
+    y_unread = np.where(mask, y, -7)  # an unlabelled sample's target is never read
+    T, alpha = 4.0, 0.9
+    zs = mc.Tensor(z_s, requires_grad=True)
+    loss = kd_loss(zs, z_t, y_unread, T, alpha, labeled=mask)
+    loss.backward()
+    ts = torch.tensor(z_s, requires_grad=True)
+    kl = tF.kl_div(tF.log_softmax(ts / T, dim=1), tF.softmax(torch.tensor(z_t) / T, dim=1), reduction="batchmean")
+    ce = tF.cross_entropy(ts, torch.tensor(np.where(mask, y, 0)), reduction="none")
+    ref = alpha * T * T * kl + (1 - alpha) * (ce * torch.tensor(mask, dtype=ce.dtype)).sum() / len(y)
+    ref.backward()
+    np.testing.assert_allclose(loss.item(), ref.item(), rtol=1e-10)
+    np.testing.assert_allclose(zs.grad, ts.grad.numpy(), rtol=1e-8, atol=1e-12)
+    # all labelled is the plain loss; none labelled is the soft term alone
+    full = kd_loss(z_s, z_t, y, T, alpha).item()
+    assert kd_loss(z_s, z_t, y, T, alpha, labeled=np.ones(8, bool)).item() == pytest.approx(full, rel=1e-12)
+    soft = alpha * kd_loss(z_s, z_t, None, T, 1.0).item()
+    assert kd_loss(z_s, z_t, y_unread, T, alpha, labeled=np.zeros(8, bool)).item() == pytest.approx(soft, rel=1e-12)
+
+
+def test_kd_loss_labelled_mask_gradcheck():
+    z_t, y = RNG.normal(size=(4, 5)), RNG.integers(0, 5, size=4)
+    mask = np.array([False, True, True, False])
+    assert mc.gradcheck(lambda zs: kd_loss(zs, z_t, y, 3.0, 0.6, labeled=mask), [RNG.normal(size=(4, 5))])
+
+
+@pytest.mark.parametrize("mask", [np.ones(3, bool), np.ones(4, int), [[True] * 4]])
+def test_kd_loss_bad_labelled_mask(mask):
+    z = RNG.normal(size=(4, 5))
+    with pytest.raises(ValueError, match=r"kd_loss: labeled must be a bool mask of shape \(4,\)"):
+        kd_loss(z, z, np.zeros(4, int), 2.0, 0.5, labeled=mask)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # the gradient (1/T)(q - p), and why T^2
 # ---------------------------------------------------------------------------------------------------------------
 

@@ -159,3 +159,17 @@ def test_distilled_student_is_evaluated_like_any_model(mnist_small, teacher):
     _, _, xt, yt = mnist_small
     student, history = _student_run(mnist_small, teacher)
     assert evaluate(student, data.DataLoader(xt, yt, 500), progress=False) == history["test_accuracy"][-1]
+
+
+def test_distill_refuses_a_labelled_mask_of_the_wrong_shape(mnist_small, teacher):
+    x, y, _, _ = mnist_small
+    student = models.mlp([784, 16, 10])
+    with pytest.raises(ValueError, match=r"distill: labeled must be a bool mask of shape \(2000,\)"):
+        distill(student, teacher, data.DataLoader(x, y, 64), 1, optim.Adam(student.parameters(), 2e-3),
+                labeled=np.ones(10, bool), progress=False)
+
+
+def test_distill_without_labels_learns_from_the_soft_targets_alone(mnist_small, teacher):
+    # no label at all (alpha < 1 but every image unlabelled): the soft term alone still teaches the student
+    _, history = _student_run(mnist_small, teacher, labeled=np.zeros(2000, bool))
+    assert history["test_accuracy"][-1] > 0.5

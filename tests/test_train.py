@@ -1,4 +1,6 @@
 """fit / evaluate / predict: learning on real digits, callbacks, seeds, modes."""
+import sys
+
 import numpy as np
 import pytest
 
@@ -156,12 +158,14 @@ def test_predict_batches_eval_mode_and_no_graph():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_progress_bar_shows_loss_and_accuracy(digits, capsys):
+def test_progress_bar_shows_loss_and_accuracy(digits, capsys, monkeypatch):
     x, y, _, _ = digits
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: a tqdm bar
     model = models.mlp([784, 10])
-    fit(model, data.DataLoader(x[:100], y[:100], batch_size=50), 1, optim.SGD(model.parameters(), lr=0.1))
+    fit(model, data.DataLoader(x[:100], y[:100], batch_size=50), 1, optim.SGD(model.parameters(), lr=0.1),
+        desc="train")
     err = capsys.readouterr().err
-    assert "epoch 1/1" in err and "loss=" in err and "acc=" in err and "2/2" in err
+    assert "train, epoch 1/1" in err and "loss=" in err and "acc=" in err and "2/2" in err
 
 
 def test_fit_stops_after_max_steps_mid_epoch():
