@@ -45,7 +45,7 @@ def train_one(name, sizes, binary_activations, args, train_set, test_set):
     start = time.perf_counter()
     history = train.fit(
         model, train_loader, epochs, opt, test_loader=test_loader, scheduler=sched,
-        callbacks=[binary.ClipLatentWeights()], progress=args.progress,
+        callbacks=[binary.ClipLatentWeights()], progress=args.progress, desc=f"binary benchmark: {name}",
     )  # fmt: skip
     train_s = time.perf_counter() - start
     err = 1 - history["test_accuracy"][-1]

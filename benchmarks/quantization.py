@@ -52,10 +52,11 @@ def check_exact_accumulation(qmodel, x):
     return checked > 0
 
 
-def fit_steps(model, loader, steps, optimizer, quiet):
+def fit_steps(model, loader, steps, optimizer, quiet, desc):
     """Train for exactly ``steps`` batches (a fraction of an epoch is allowed)."""
 
-    fit(model, loader, -(-steps // len(loader)), optimizer, progress=not quiet, max_steps=steps)
+    fit(model, loader, -(-steps // len(loader)), optimizer, progress=not quiet, max_steps=steps,
+        desc=f"{desc} ({steps} steps)")
 
 
 def main(argv=None):
@@ -98,7 +99,7 @@ def main(argv=None):
         model = models.lenet5()
         opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         fit(model, train_loader, args.epochs, opt, scheduler=optim.CosineAnnealingLR(opt, T_max=args.epochs),
-            progress=not args.quick)
+            progress=not args.quick, desc="quantization benchmark: float LeNet-5")
         if args.save_model:
             checkpoint.save(model, args.save_model)
     results["train_s"] = time.perf_counter() - t0
@@ -132,7 +133,8 @@ def main(argv=None):
                        ("int4 QAT per-channel (MSE ranges, frozen)", calib)):
         t0 = time.perf_counter()
         qat = Q.prepare_qat(model, bits=4, init_batches=init)
-        fit_steps(qat, train_loader, steps, optim.SGD(qat.parameters(), lr=args.qat_lr, momentum=0.9), args.quick)
+        fit_steps(qat, train_loader, steps, optim.SGD(qat.parameters(), lr=args.qat_lr, momentum=0.9), args.quick,
+                  f"quantization benchmark: {name}")
         qat.eval()
         qat_int = Q.convert(qat)
         rows[name] = {"acc": acc(qat_int), "bytes": Q.quantized_nbytes(qat_int), "fake_quant_acc": acc(qat),
@@ -143,7 +145,8 @@ def main(argv=None):
     shared_bytes = sum(Q.shared_nbytes(m) + 4 * m.bias.data.size for m in shared.modules()
                        if hasattr(m, "weight_codebook"))
     rows["weight sharing k=16"] = {"acc": acc(shared), "bytes": shared_bytes}
-    fit_steps(shared, train_loader, steps, optim.SGD(shared.parameters(), lr=0.001, momentum=0.9), args.quick)
+    fit_steps(shared, train_loader, steps, optim.SGD(shared.parameters(), lr=0.001, momentum=0.9), args.quick,
+              "quantization benchmark: weight sharing k=16, codebook fine-tune")
     rows["weight sharing k=16 + codebook fine-tune"] = {"acc": acc(shared), "bytes": shared_bytes}
 
     float_bytes = Q.float_nbytes(model)

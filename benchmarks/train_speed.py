@@ -96,7 +96,7 @@ def accuracy(args):
         opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
         sched = optim.CosineAnnealingLR(opt, T_max=args.epochs)
         start = time.perf_counter()
-        fit(model, train, args.epochs, opt, scheduler=sched, progress=not args.quiet)
+        fit(model, train, args.epochs, opt, scheduler=sched, progress=not args.quiet, desc=f"train speed: {spec}")
         acc = evaluate(model, test, progress=False)
         print(f"{spec:>13}: test accuracy {acc:.2%} after {args.epochs} epochs "
               f"(SGD lr {lr} momentum 0.9, cosine schedule, {time.perf_counter() - start:.0f} s)", flush=True)

@@ -197,7 +197,7 @@ def prune_and_finetune(model, train_loader, sparsity, rounds=3, epochs_per_round
         pruning.prune_to_sparsity(layers, step)
         opt = SGD(model.parameters(), lr=lr, momentum=0.9)
         fit(model, train_loader, epochs_per_round, opt, scheduler=CosineAnnealingLR(opt, epochs_per_round),
-            progress=progress)
+            progress=progress, desc=f"Deep Compression: prune round {r}/{rounds}, fine-tune")
     return model
 
 
@@ -210,7 +210,8 @@ def share_and_finetune(model, train_loader, bits, epochs=1, lr=0.001, progress=F
     quantization.share_model_weights(model, bits)
     if epochs:
         opt = SGD(model.parameters(), lr=lr, momentum=0.9)
-        fit(model, train_loader, epochs, opt, scheduler=CosineAnnealingLR(opt, epochs), progress=progress)
+        fit(model, train_loader, epochs, opt, scheduler=CosineAnnealingLR(opt, epochs), progress=progress,
+            desc="Deep Compression: weight sharing, fine-tune codebooks")
     return model
 
 

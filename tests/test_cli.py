@@ -160,6 +160,13 @@ def test_demo_quick_with_every_technique(capsys, tmp_path):
         assert f"{name}:" in stdout
     assert (tmp_path / "summary.png").stat().st_size > 0
     assert "![accuracy against compression ratio](summary.png)" in (tmp_path / "report.md").read_text()
+    # the table says its units (time for the whole test set, how many images) and why int8 / binary are slow here
+    units = "infer ms = milliseconds to classify all 500 test images (batches of 500, one run) in NumPy"
+    assert units in stdout and units in (tmp_path / "report.md").read_text()
+    notes = [line for line in stdout.splitlines() if line.startswith("note: ")]
+    assert [n.split(":")[1].strip() for n in notes] == ["int8 is not faster in NumPy", "int8 is faster on real hardware",
+                                                         "binary is not faster in NumPy",
+                                                         "binary is faster on real hardware"]
 
 
 def test_table_formatting():

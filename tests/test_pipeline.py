@@ -92,6 +92,14 @@ def test_cli_compress_writes_a_file_that_loads_back(tmp_path, capsys):
                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "Huffman coded" in printed and "loaded back from file" in printed
+    # both the payload (what the ratios count) and the file on disk, each with its ratio
+    dense = 4 * (784 * 16 + 16 + 16 * 10 + 10)
+    lines = {line.split(":")[0]: line for line in printed.splitlines()}
+    payload = int(lines["payload"].split()[1].replace(",", ""))
+    assert f"{dense / payload:.1f}x smaller than dense float32 ({dense:,} bytes)" in lines["payload"]
+    file_bytes = out.stat().st_size
+    assert lines["file on disk"].startswith(f"file on disk: {file_bytes:>9,} bytes, {dense / file_bytes:.1f}x: ")
+    assert payload < file_bytes
     model = pipeline.load_compressed(out)
     assert len(np.unique(model[1].weight.data)) <= 2**3 + 1  # 8 shared values and the pruned zeros
     assert cli.main(["compress", str(model_path), "--sparsity", "1.5"]) == 2

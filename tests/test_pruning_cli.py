@@ -22,7 +22,8 @@ def test_prune_command_prints_report_and_writes_sparse_file(saved, tmp_path, cap
                      "--no-progress"]) == 0
     text = capsys.readouterr().out
     dense_bytes = 4 * (784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10)
-    assert "% left" in text and "test accuracy: before" in text and f"bytes: before {dense_bytes:,}" in text
+    assert "% left" in text and f"bytes: before {dense_bytes:,}" in text
+    assert "test accuracy: before pruning " in text and "(no fine-tuning: --finetune-epochs 0)" in text
     weights = [r for r in prune.sparsity_report(prune.load_sparse(out)) if r["name"].endswith("weight")]
     if method == "l1":
         assert [r["zeros"] for r in weights] == [round(0.75 * r["params"]) for r in weights]
@@ -34,7 +35,18 @@ def test_prune_command_structured_fine_tunes_and_saves_a_smaller_model(saved, tm
     out = tmp_path / "s.npz"
     assert cli.main(["prune", str(saved), "--amount", "0.5", "--method", "structured", "--finetune-epochs", "1",
                      "--out", str(out), "--no-progress"]) == 0
-    assert "a smaller dense model" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "a smaller dense model" in text
+    # accuracy at each step: dense, pruned, fine-tuned
+    assert "test accuracy: before pruning " in text and ", after pruning " in text
+    assert ", after 1 epoch of fine-tuning " in text
+    # shapes before and after shrink, not "100% left" everywhere
+    table = text.splitlines()
+    assert table[0].split() == ["parameter", "shape", "before", "shape", "after", "params", "before", "params", "after"]
+    assert table[1].split() == ["1.weight", "(32,", "784)", "(16,", "784)", "25,088", "12,544"]
+    assert table[3].split() == ["3.weight", "(16,", "32)", "(8,", "16)", "512", "128"]
+    assert table[6].split() == ["5.bias", "(10,)", "(10,)", "10", "10"]
+    assert "% left" not in text
     small = checkpoint.load(out)
     assert small.spec == "mlp:784-16-8-10"
     assert small(np.zeros((1, 1, 28, 28), dtype=np.float32)).shape == (1, 10)

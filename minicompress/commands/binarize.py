@@ -36,8 +36,9 @@ def train_binary(sizes, activations, xnor, train_loader, epochs, lr, seed, progr
     train.set_seed(seed)
     model = binary.binary_mlp(sizes, binary_activations=activations, xnor=xnor)
     opt = optim.Adam(model.parameters(), lr=lr)
+    stage = f"binarize: {'BNN' if activations else 'BinaryConnect'} {'-'.join(map(str, sizes))}"
     train.fit(model, train_loader, epochs, opt, test_loader=test_loader, callbacks=[binary.ClipLatentWeights()],
-              scheduler=optim.CosineAnnealingLR(opt, T_max=epochs), progress=progress)  # fmt: skip
+              scheduler=optim.CosineAnnealingLR(opt, T_max=epochs), progress=progress, desc=stage)  # fmt: skip
     return model
 
 

@@ -32,6 +32,7 @@ def add_parser(subparsers):
     p.add_argument("--epochs", type=positive_int, default=1, help="fine-tuning epochs per stage (default: 1)")
     p.add_argument("--out", type=Path, default=None, help="output file (default: <checkpoint>.dc.npz)")
     add_data_arguments(p, default_dataset=None)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -39,6 +40,14 @@ def print_stages(stages):
     print(f"{'stage':<30}{'test acc':>9}{'bytes':>11}{'ratio':>8}  note")
     for s in stages:
         print(f"{s['stage']:<30}{s['accuracy']:>9.2%}{s['bytes']:>11,}{s['ratio']:>7.1f}x  {s['note']}")
+
+
+def print_sizes(dense, payload, file_bytes):
+    """The payload (what the table counts) and the file on disk, each with its ratio to dense float32."""
+    print(f"payload:      {payload:>9,} bytes, {dense / payload:.1f}x smaller than dense float32 ({dense:,} bytes): "
+          "the arrays' bytes (Huffman-coded weights with their code tables and codebooks, float32 biases)")
+    print(f"file on disk: {file_bytes:>9,} bytes, {dense / file_bytes:.1f}x: the payload plus the .npz container "
+          "(a zip entry and an array header per array) and the JSON layout of the layers")
 
 
 def run(args):
@@ -54,8 +63,9 @@ def run(args):
     print(f"{args.checkpoint} ({model.spec}) on {description}")
     stages = pipeline.deep_compression(model, train_loader, test_loader, out, sparsity=sparsity, bits=args.bits,
                                        prune_rounds=args.rounds, prune_epochs=args.epochs, share_epochs=args.epochs,
-                                       progress=True)
+                                       progress=not args.no_progress)
     print_stages(stages)
+    print_sizes(stages[0]["bytes"], stages[-1]["bytes"], out.stat().st_size)
     print(f"written: {out}")
 
 

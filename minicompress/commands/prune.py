@@ -1,7 +1,8 @@
 """`minicompress prune model.npz --amount 0.9 [--method l1|global|structured] [--finetune-epochs N] [--out FILE]`
 
-Prunes a trained checkpoint by magnitude, optionally fine-tunes it, and prints the sparsity report, the test
-accuracy before / after and the bytes before (dense float32) / after (sparse payload, or the smaller dense
+Prunes a trained checkpoint by magnitude, optionally fine-tunes it, and prints the sparsity report (for
+--method structured: every layer's shapes before and after shrink), the test accuracy before pruning, after
+pruning and after fine-tuning, and the bytes before (dense float32) / after (sparse payload, or the smaller dense
 model for --method structured).
 
   l1          every Linear / Conv2d weight loses `amount` of its entries (smallest |w| first)
@@ -50,6 +51,23 @@ def prune_model(model, amount, method):
     return prune.shrink(model) if method == "structured" else model
 
 
+def shape_report(model, small) -> str:
+    """Structured pruning: each Linear / Conv2d parameter's shape and size before (pruned, masks in place) and
+    after ``shrink`` (the smaller dense model), as a text table with a total row."""
+    lines = [f"{'parameter':<12}{'shape before':>18}{'shape after':>18}{'params before':>15}{'params after':>14}"]
+    total_before = total_after = 0
+    for i, (big, little) in enumerate(zip(model, small)):
+        for name in ("weight", "bias"):
+            if getattr(little, name, None) is None:
+                continue
+            before, after = prune.effective(big, name).shape, getattr(little, name).data.shape
+            n_before, n_after = math.prod(before), math.prod(after)
+            total_before, total_after = total_before + n_before, total_after + n_after
+            lines.append(f"{f'{i}.{name}':<12}{str(before):>18}{str(after):>18}{n_before:>15,}{n_after:>14,}")
+    lines.append(f"{'total':<12}{'':>18}{'':>18}{total_before:>15,}{total_after:>14,}")
+    return "\n".join(lines)
+
+
 def run(args):
     if math.isnan(args.amount) or not 0.0 <= args.amount <= 1.0:
         raise ValueError(f"--amount {args.amount}: must be a fraction in [0, 1]")
@@ -65,17 +83,25 @@ def run(args):
     bytes_before = prune.sparse_size(model)[-1]["dense_bytes"]
 
     deployed = prune_model(model, args.amount, args.method)
+    pruned = train.evaluate(deployed, test_loader, progress=progress)
+    after = pruned
     if args.finetune_epochs:
         opt = optim.SGD(deployed.parameters(), lr=args.lr, momentum=0.9)
-        train.fit(deployed, train_loader, args.finetune_epochs, opt, progress=progress)
-    after = train.evaluate(deployed, test_loader, progress=progress)
+        train.fit(deployed, train_loader, args.finetune_epochs, opt, progress=progress,
+                  desc=f"prune: fine-tune after {args.method} {args.amount:.0%}")
+        after = train.evaluate(deployed, test_loader, progress=progress)
 
-    print(prune.format_report(prune.sparsity_report(deployed if args.method == "structured" else model)))
+    if args.method == "structured":  # every weight left is nonzero: what changed is the shapes
+        print(shape_report(model, deployed))
+    else:
+        print(prune.format_report(prune.sparsity_report(model)))
     if args.method == "structured":
         bytes_after, how = prune.sparse_size(deployed)[-1]["dense_bytes"], "a smaller dense model"
     else:
         bytes_after, how = prune.sparse_size(deployed)[-1]["bytes"], "sparse payload, smallest format per tensor"
-    print(f"test accuracy: before {before:.2%}, after {after:.2%} ({description})")
+    tuned = (f", after {args.finetune_epochs} epoch{'s' * (args.finetune_epochs > 1)} of fine-tuning {after:.2%}"
+             if args.finetune_epochs else " (no fine-tuning: --finetune-epochs 0)")
+    print(f"test accuracy: before pruning {before:.2%}, after pruning {pruned:.2%}{tuned} ({description})")
     print(f"bytes: before {bytes_before:,} (dense float32), after {bytes_after:,} ({how}), "
           f"{bytes_before / max(bytes_after, 1):.1f}x smaller")
     if args.out:
@@ -97,7 +123,7 @@ def demo_row(ctx):
         model = ctx.copy_model()
         deployed = prune_model(model, amount, method)
         train.fit(deployed, ctx.train_loader, epochs, optim.SGD(deployed.parameters(), lr=0.005, momentum=0.9),
-                  progress=ctx.progress)
+                  progress=ctx.progress, desc=f"prune: fine-tune after {name.split(' +')[0]}")
         if method == "structured":
             size, note = prune.sparse_size(deployed)[-1]["dense_bytes"], "dead neurons removed: smaller and faster"
         else:

@@ -40,11 +40,12 @@ def add_parser(subparsers):
     return p
 
 
-def fine_tune_steps(model, loader, steps, lr, progress):
+def fine_tune_steps(model, loader, steps, lr, progress, desc="quantize: QAT fine-tune"):
     """SGD (momentum 0.9) on ``model`` for exactly ``steps`` batches."""
 
     opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    train.fit(model, loader, -(-steps // len(loader)), opt, progress=progress, max_steps=steps)
+    train.fit(model, loader, -(-steps // len(loader)), opt, progress=progress, max_steps=steps,
+              desc=f"{desc} ({steps} steps)")
     return model
 
 

@@ -42,7 +42,7 @@ def run(args):
     start = time.perf_counter()
     try:
         history = fit(model, train_loader, args.epochs, opt, test_loader=test_loader,
-                      scheduler=optim.CosineAnnealingLR(opt, T_max=args.epochs), progress=not args.no_progress)
+                      scheduler=optim.CosineAnnealingLR(opt, T_max=args.epochs), progress=not args.no_progress, desc=f"train: {args.model}")
     except TrainingDiverged as exc:
         raise CLIError(f"--lr {args.lr:g}: {exc}") from exc
     seconds = time.perf_counter() - start
