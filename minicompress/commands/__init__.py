@@ -40,19 +40,35 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | N
     parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                         help="folder with the IDX files (or their parent); default: the MNIST subset shipped in "
                              "the package (10,000 train / 2,000 test images)")
+    default = ("%(default)s" if default_dataset is not None else
+               "the dataset recorded in the checkpoint, else mnist")
     parser.add_argument("--dataset", choices=DATASETS, default=default_dataset,
-                        help="which dataset the IDX files hold (default: %(default)s)")
+                        help=f"which dataset the IDX files hold (default: {default})")
 
 
 def load_split(dataset: str, data_dir: Path | None, split: str):
-    """(images, labels) of one split for the CLI; user errors (missing folder or files, bad IDX) become CLIError."""
+    """(images, labels) of one split for the CLI; user errors (missing folder or files, bad IDX) become CLIError,
+    worded with the command's options (--data-dir, --dataset), not the library's argument names."""
     if data_dir is not None and not Path(data_dir).is_dir():
         raise CLIError(f"--data-dir {data_dir}: not a folder")
     loader = data.load_mnist if dataset == "mnist" else data.load_fashion_mnist
+    shared = data.shared_data_dir()
+    if dataset != "mnist" and data_dir is None and shared is None:
+        raise CLIError(f"--dataset {dataset}: only the MNIST subset ships with minicompress; pass --data-dir DIR, a "
+                       f"folder with the {dataset} IDX files (or set MINICOMPRESS_DATA)")
     try:
         return loader(data_dir, split)
-    except (FileNotFoundError, data.IDXError) as exc:
-        raise CLIError(str(exc)) from exc
+    except FileNotFoundError as exc:
+        folder = data_dir if data_dir is not None else shared
+        if folder is None:  # the embedded subset itself is missing: a broken install, the library says why
+            raise CLIError(str(exc)) from exc
+        option = f"--data-dir {folder}" if data_dir is not None else f"no --data-dir given; the shared data folder {folder}"
+        images, labels = data._FILES[split]
+        raise CLIError(f"{option}: no {dataset} {split} files ({images}[.gz] and {labels}[.gz]) in it or in its "
+                       f"{dataset}/ subfolder; download them with minicompress.data.download_dataset({dataset!r}, "
+                       "DIR) and pass --data-dir DIR") from exc
+    except data.IDXError as exc:
+        raise CLIError(f"--data-dir {data_dir or shared}: {exc}") from exc
 
 
 def describe(dataset: str, data_dir: Path | None) -> str:

@@ -17,14 +17,14 @@ from minicompress.commands import add_data_arguments, load_dataset, loaders, pos
 def add_parser(subparsers):
     p = subparsers.add_parser("binarize", help="train a binary MLP (BinaryConnect / BNN) and pack it to bits",
                               description=__doc__.split("\n\n")[1])  # fmt: skip
-    p.add_argument("--model", default="mlp:784-512-512-10", help="layer sizes as mlp:784-512-512-10 (default)")
-    p.add_argument("--epochs", type=positive_int, default=5, help="training epochs (default 5)")
+    p.add_argument("--model", default="mlp:784-512-512-10", help="layer sizes as mlp:784-512-512-10 (default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=5, help="training epochs (default: %(default)s)")
     p.add_argument("--activations", action="store_true", help="binary activations too (BNN)")
     p.add_argument("--xnor", action="store_true", help="XNOR-Net scaling alpha = mean(|W|) per output")
-    p.add_argument("--lr", type=positive_float, default=0.01, help="Adam learning rate (default 0.01)")
-    p.add_argument("--batch-size", type=positive_int, default=100, help="batch size (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and shuffling (default 0)")
-    p.add_argument("--out", default=None, help="write the packed model here (.npz; read with binary.load)")
+    p.add_argument("--lr", type=positive_float, default=0.01, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="batch size (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and shuffling (default: %(default)s)")
+    p.add_argument("--out", default=None, help="write the packed model here (.npz; read with binary.load; default: not written)")
     add_data_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

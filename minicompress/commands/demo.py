@@ -138,7 +138,7 @@ def add_parser(subparsers):
     p.add_argument("--model", default="lenet300_100", metavar="SPEC", help="baseline model (default: %(default)s)")
     add_data_arguments(p)
     p.add_argument("--only", metavar="NAMES", help="comma-separated technique commands to run (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and shuffling (default: %(default)s)")
     p.add_argument("--out", type=Path, metavar="DIR", default=Path("minicompress-demo"),
                    help="folder for report.md, summary.png, baseline.npz and the compressed files "
                         "(default: %(default)s)")

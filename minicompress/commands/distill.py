@@ -28,14 +28,14 @@ from minicompress.train import evaluate, fit, predict, set_seed
 def add_parser(subparsers):
     p = subparsers.add_parser("distill", help="train a small student from a teacher (knowledge distillation)",
                               description=__doc__.split("\n\n")[1], epilog=__doc__.split("\n\n")[2])
-    p.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint (.npz from `minicompress train`)")
+    p.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint (.npz from `minicompress train`; required)")
     p.add_argument("--student", default="mlp:784-30-30-10", metavar="SPEC",
                    help="student zoo model (default: %(default)s)")
     p.add_argument("--T", type=positive_float, default=4.0, help="temperature T > 0 (default: %(default)s)")
     p.add_argument("--alpha", type=float, default=0.9, help="weight of the soft term, in [0, 1] (default: %(default)s)")
     p.add_argument("--no-T2", action="store_true", help="do not multiply the soft term by T^2 (Distiller's loss)")
-    p.add_argument("--epochs", type=positive_int, default=5, help="default: %(default)s")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="default: %(default)s")
+    p.add_argument("--epochs", type=positive_int, default=5, help="distillation epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate (default: %(default)s)")
     p.add_argument("--labels", type=positive_int, default=None, metavar="N",
                    help="the student sees the labels of only N training images (random, chosen by --seed); the "
@@ -44,7 +44,7 @@ def add_parser(subparsers):
                    help="also train the same student on the labels alone (the N labelled images with --labels)")
     add_data_arguments(p, default_dataset=None)
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=None, help="write the distilled student here (.npz)")
+    p.add_argument("--out", type=Path, default=None, help="write the distilled student here (.npz; default: not written)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p

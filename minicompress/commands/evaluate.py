@@ -12,7 +12,7 @@ def add_parser(subparsers):
         description="Load a checkpoint written by `minicompress train` and measure its test accuracy.")
     p.add_argument("checkpoint", type=Path, help="a .npz written by `minicompress train`")
     add_data_arguments(p, default_dataset=None)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 

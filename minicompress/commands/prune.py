@@ -25,14 +25,14 @@ def add_parser(subparsers):
     p = subparsers.add_parser("prune", help="prune a trained model by weight magnitude",
                               description=__doc__.split("\n\n")[1])
     p.add_argument("checkpoint", type=Path, help="a .npz written by `minicompress train`")
-    p.add_argument("--amount", type=float, default=0.9, help="fraction to prune, in [0, 1] (default 0.9)")
-    p.add_argument("--method", choices=METHODS, default="l1", help="l1 (per layer, default), global or structured")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning after pruning (default 0)")
+    p.add_argument("--amount", type=float, default=0.9, help="fraction to prune, in [0, 1] (default: %(default)s)")
+    p.add_argument("--method", choices=METHODS, default="l1", help="l1 (per layer), global or structured (default: %(default)s)")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning after pruning (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=0.005,
-                   help="fine-tuning learning rate, SGD with momentum 0.9 (default 0.005)")
-    p.add_argument("--out", type=Path, default=None, help="write the pruned model here (.npz)")
+                   help="fine-tuning learning rate, SGD with momentum 0.9 (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None, help="write the pruned model here (.npz; default: not written)")
     add_data_arguments(p, default_dataset=None)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
 

@@ -25,17 +25,17 @@ def add_parser(subparsers):
     p = subparsers.add_parser("quantize", help="quantize a trained model to n-bit integers",
                               description=__doc__.split("\n\n")[1])
     p.add_argument("checkpoint", type=Path, help="a .npz written by `minicompress train`")
-    p.add_argument("--bits", type=int, default=8, help="bits per weight and activation: 2..8 (dynamic: 2..16)")
+    p.add_argument("--bits", type=int, default=8, help="bits per weight and activation: 2..8, dynamic: 2..16 (default: %(default)s)")
     p.add_argument("--per-channel", action="store_true", help="one scale per output channel (default: per tensor)")
-    p.add_argument("--mode", choices=MODES, default="static", help="dynamic, static (default) or qat")
-    p.add_argument("--calib", type=positive_int, default=1024, help="calibration images (default 1024)")
+    p.add_argument("--mode", choices=MODES, default="static", help="dynamic, static or qat (default: %(default)s)")
+    p.add_argument("--calib", type=positive_int, default=1024, help="calibration images (default: %(default)s)")
     p.add_argument("--qat-epochs", type=positive_float, default=1.0,
-                   help="QAT fine-tuning epochs, fractions allowed (default 1)")
+                   help="QAT fine-tuning epochs, fractions allowed (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=0.001,
-                   help="QAT learning rate, SGD with momentum 0.9 (default 0.001)")
-    p.add_argument("--out", type=Path, default=None, help="write the quantized model here (.npz)")
+                   help="QAT learning rate, SGD with momentum 0.9 (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None, help="write the quantized model here (.npz; default: not written)")
     add_data_arguments(p, default_dataset=None)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
 

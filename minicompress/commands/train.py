@@ -15,9 +15,9 @@ def add_parser(subparsers):
                     "MNIST subset or on full MNIST / Fashion-MNIST, then save it with its test accuracy.")
     p.add_argument("--model", default="lenet300_100", metavar="SPEC",
                    help="lenet300_100, lenet5 or mlp:784-30-30-10 (default: %(default)s)")
-    p.add_argument("--epochs", type=positive_int, default=3, help="default: %(default)s")
+    p.add_argument("--epochs", type=positive_int, default=3, help="training epochs (default: %(default)s)")
     add_data_arguments(p)
-    p.add_argument("--batch-size", type=positive_int, default=64, help="default: %(default)s")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("model.npz"), help="checkpoint to write (default: %(default)s)")
