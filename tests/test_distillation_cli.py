@@ -52,8 +52,12 @@ def test_distill_command_rejects_bad_temperature(teacher_file, capsys, T):
 
 
 def test_demo_has_a_distillation_row(capsys, tmp_path):
-    assert cli.main(["demo", "--quick", "--only", "distill", "--no-progress", "--out", str(tmp_path)]) == 0
-    table = capsys.readouterr().out
+    assert cli.main(["demo", "--quick", "--only", "distill", "--out", str(tmp_path)]) == 0
+    table, log = capsys.readouterr()
+    # progress in a log: one named line per epoch
+    assert log.splitlines()[0].startswith("demo: baseline lenet300_100, epoch 1/1: 32/32 steps")
+    assert log.splitlines()[1].startswith("distill: student (200 labels + soft targets on 2,000), epoch 1/1")
+    assert log.splitlines()[2].startswith("distill: same student, labels only (200 images), epoch 1/1: 32/32 steps")
     # --quick keeps 2,000 training images: the student sees 200 labels
     assert "distillation -> 784-30-30-10" in table
     assert "200 labels + teacher's soft targets on all 2,000 images; same student on the 200 labels alone" in table
