@@ -223,7 +223,7 @@ def run(args):
     except ValueError as exc:
         raise cli.CLIError(f"--model {args.model}: {exc}") from exc
     train_loader, test_loader = loaders(args.dataset, x, y, xt, yt, 64, args.seed)
-    print(f"baseline: {args.model}, {epochs} epochs of Adam on {description}")
+    print(f"baseline: {args.model}, {epochs} epoch{'s' * (epochs != 1)} of Adam on {description}")
     opt = optim.Adam(model.parameters(), lr=2e-3)
     start = time.perf_counter()
     fit(model, train_loader, epochs, opt, scheduler=optim.CosineAnnealingLR(opt, T_max=epochs),
@@ -258,5 +258,5 @@ def run(args):
     print("\n".join(notes))
     if args.out is not None:
         checkpoint.save(model, args.out / "baseline.npz", meta={"test_accuracy": ctx.baseline["accuracy"]})
-        settings = f"Baseline {args.model}, {epochs} epochs, seed {args.seed}, on {description}."
+        settings = f"Baseline {args.model}, {epochs} epoch{'s' * (epochs != 1)}, seed {args.seed}, on {description}."
         print(f"report: {write_report(args.out, rows, settings, notes)}")
