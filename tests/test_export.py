@@ -1,0 +1,185 @@
+"""Export to TensorFlow Lite: the rounding rules that make minicompress's integers TFLite's integers (formulas on
+concrete numbers, no optional package needed), then round trips through LiteRT (skipped without the export extra)."""
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minicompress as mc
+from minicompress import data, models, nn
+from minicompress import quantization as Q
+from minicompress import export
+
+# --------------------------------------------------------------------------------------------------------------------
+# the rules TFLite's kernels follow, pinned on numbers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_double_rounding_example_differs_from_exact_rounding():
+    M0, n = Q.quantize_multiplier(0.375)
+    assert (int(M0), int(n)) == (3 * 2**29, 1)
+    acc = np.array([1, -1, 2, 5], dtype=np.int32)
+    # high = round_away(0.75 * acc) = 1, -1, 2 (1.5), 4 (3.75); then round_away(high / 2) = 1, -1, 1, 2
+    np.testing.assert_array_equal(Q.multiply_by_quantized_multiplier(acc, M0, n), [1, -1, 1, 2])
+    np.testing.assert_array_equal(Q.requantize(acc, M0, n, 0, -128, 127), [0, 0, 1, 2])  # one rounding, ties up
+    np.testing.assert_array_equal(Q.requantize(acc, M0, n, 3, 0, 255, rounding="double"), [4, 2, 4, 5])
+    with pytest.raises(ValueError, match="rounding='nearest'"):
+        Q.requantize(acc, M0, n, 0, -128, 127, rounding="nearest")
+
+
+def _round_away(f):
+    return int(f + Fraction(1, 2)).__floor__() if f >= 0 else -int((-f + Fraction(1, 2)).__floor__())
+
+
+@settings(max_examples=50, deadline=None)
+@given(acc=st.lists(st.integers(-(2**31) + 1, 2**31 - 1), min_size=1, max_size=10), M=st.floats(1e-6, 0.99))
+def test_multiply_by_quantized_multiplier_is_two_roundings_half_away(acc, M):
+    M0, n = Q.quantize_multiplier(M)
+    got = Q.multiply_by_quantized_multiplier(np.array(acc, np.int32), M0, n)
+    for a, g in zip(acc, got.tolist()):
+        high = _round_away(Fraction(a * int(M0), 2**31))
+        assert g == _round_away(Fraction(high, 2 ** int(n)))
+
+
+def test_quantize_multiplier_rounds_ties_up_as_tflite():
+    M = (2**30 + 0.5) / 2**31  # mantissa * 2^31 = 2^30 + 1/2 exactly: std::round gives 2^30 + 1, half-even 2^30
+    M0, n = Q.quantize_multiplier(M)
+    assert (int(M0), int(n)) == (2**30 + 1, 0)
+
+
+def test_quantize_entrance_rounds_float_division_half_away():
+    quant = Q.Quantize(0.5, 3, 0, 255)
+    # x / S = 2.5, -2.5, 0.5, 1.0 -> 3, -3, 1, 1 (half away from zero, TFLite's QUANTIZE; half-even: 2, -2, 0, 1)
+    np.testing.assert_array_equal(quant(np.array([1.25, -1.25, 0.25, 0.5], np.float32)).q, [6, 0, 4, 4])
+    assert quant(np.array([1e30, -1e30], np.float32)).q.tolist() == [255, 0]
+
+
+def test_avg_pool_ties_go_away_from_int8_zero():
+    pool = Q.QuantizedAvgPool2d(2)
+    q = np.array([[127, 128], [127, 128]], np.uint8)[None, None]  # int8 -1, 0: mean -0.5 -> -1 -> code 127
+    assert pool(Q.QTensor(q, 0.1, 128, 0, 255)).q.item() == 127
+    q = np.array([[128, 129], [128, 129]], np.uint8)[None, None]  # int8 0, 1: mean 0.5 -> 1 -> code 129
+    assert pool(Q.QTensor(q, 0.1, 128, 0, 255)).q.item() == 129
+    q = np.array([[-1, 0], [-1, 0]], np.int8)[None, None]  # signed codes: ties away from 0 directly
+    assert pool(Q.QTensor(q, 0.1, 0, -128, 127)).q.item() == -1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# models and data
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _digits(n=300, root=None):
+    x, _ = data.load_mnist(root, "test")
+    loader = data.DataLoader(x[:n], np.zeros(min(n, len(x)), np.int64), 500, normalize="standard")
+    return loader.transform(x[:n]).reshape(-1, 1, 28, 28)
+
+
+def _avg_net():
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(4, 8, 3, stride=2),
+                         nn.ReLU(), nn.AvgPool2d(2, padding=1), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+
+
+NETS = {"lenet5": models.lenet5, "lenet5_caffe": models.lenet5_caffe, "lenet300_100": models.lenet300_100,
+        "avg_net": _avg_net}
+
+
+def _codes(qmodel, x):
+    """minicompress's int8 codes of the last integer layer (TFLite's int8 = uint8 - 128)."""
+    h = x
+    for m in list(qmodel)[:-1]:
+        h = m(h)
+    return h.q.astype(np.int32) - 128
+
+
+@pytest.fixture(scope="module")
+def litert():
+    pytest.importorskip("flatbuffers", reason="export extra not installed (pip install -e '.[export]')")
+    pytest.importorskip("tflite", reason="export extra not installed (pip install -e '.[export]')")
+    return pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT (ai-edge-litert) not installed")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# round trips through LiteRT
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_float_export_runs_in_litert_within_float_tolerance(litert, name):
+    mc.manual_seed(0)
+    model, x = NETS[name]().eval(), _digits(64)
+    out = export.run_tflite(export.to_tflite(model), x)
+    np.testing.assert_allclose(out, model(x).data, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,per_channel", [(n, True) for n in sorted(NETS)] + [("lenet5", False)])
+def test_int8_export_is_bit_exact_in_litert_reference_kernels(litert, name, per_channel):
+    mc.manual_seed(0)
+    model, x = NETS[name]().eval(), _digits(300)
+    qmodel = Q.quantize_static(model, [x[:128]], per_channel=per_channel)
+    out, codes = export.run_tflite(export.to_tflite(qmodel), x, return_codes=True)
+    np.testing.assert_array_equal(codes.astype(np.int32), _codes(qmodel, x))
+    np.testing.assert_array_equal(out, qmodel(x).data)  # S (q - Z) of the same integers
+
+
+def test_int8_optimized_kernels_within_two_steps(litert):
+    # LiteRT's optimized kernels (ruy/gemmlowp paths) round differently from its reference kernels
+    mc.manual_seed(0)
+    x = _digits(300)
+    qmodel = Q.quantize_static(models.lenet5_caffe().eval(), [x[:128]])
+    _, codes = export.run_tflite(export.to_tflite(qmodel), x, reference=False, return_codes=True)
+    assert np.abs(codes.astype(np.int32) - _codes(qmodel, x)).max() <= 2
+
+
+def test_int8_lenet5_bit_exact_on_full_mnist_test_set(litert, mnist_dir):
+    mc.manual_seed(0)
+    x = _digits(10_000, mnist_dir)
+    qmodel = Q.quantize_static(models.lenet5().eval(), [x[:256]])
+    _, codes = export.run_tflite(export.to_tflite(qmodel), x, return_codes=True)
+    assert (codes.astype(np.int32) == _codes(qmodel, x)).all(axis=1).sum() == len(x)
+
+
+def test_tflite_file_structure(litert, tmp_path):
+    mc.manual_seed(0)
+    x = _digits(16)
+    qmodel = Q.quantize_static(models.lenet5().eval(), [x])
+    size = export.save_tflite(qmodel, tmp_path / "m.tflite")
+    assert size == (tmp_path / "m.tflite").stat().st_size
+    interp = export.tflite.interpreter(tmp_path / "m.tflite")
+    details = {t["name"]: t for t in interp.get_tensor_details()}
+    w = details["1.conv/weight"]
+    assert w["dtype"] == np.int8 and w["shape"].tolist() == [6, 5, 5, 1]  # OHWI
+    assert w["quantization_parameters"]["zero_points"].tolist() == [0] * 6
+    np.testing.assert_array_equal(w["quantization_parameters"]["scales"], qmodel[1].weight_scale)
+    b = details["1.conv/bias"]
+    assert b["dtype"] == np.int32
+    np.testing.assert_allclose(b["quantization_parameters"]["scales"],
+                               np.float32(qmodel[1].input_scale) * qmodel[1].weight_scale, rtol=1e-7)
+    act = details["1.conv"]
+    assert act["dtype"] == np.int8
+    assert act["quantization_parameters"]["zero_points"].tolist() == [int(qmodel[1].output_zero_point) - 128]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# what cannot be exported
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_unsupported_layers_and_schemes_are_named(litert):
+    with pytest.raises(export.UnsupportedModelError, match=r"layer 1 \(Tanh\) cannot be exported"):
+        export.to_tflite(nn.Sequential(nn.Flatten(), nn.Tanh(), nn.Linear(784, 10)))
+    with pytest.raises(export.UnsupportedModelError, match="nn.Sequential"):
+        export.to_tflite(nn.Linear(3, 2))
+    x = _digits(16)
+    q4 = Q.quantize_static(models.lenet300_100().eval(), [x], bits=4)
+    with pytest.raises(export.UnsupportedModelError, match=r"activations in \[0, 15\].*8-bit"):
+        export.to_tflite(q4)
+    with pytest.raises(ValueError, match="input_shape"):
+        export.to_tflite(models.lenet5(), input_shape=(0, 28, 28))
+
+
+def test_missing_extra_names_the_package_and_the_install_line(monkeypatch):
+    with pytest.raises(export.MissingExtraError, match=r"'no_such_package_xyz'.*pip install -e \"\.\[export\]\""):
+        export.require("no_such_package_xyz", "to_tflite")
