@@ -183,3 +183,54 @@ def test_unsupported_layers_and_schemes_are_named(litert):
 def test_missing_extra_names_the_package_and_the_install_line(monkeypatch):
     with pytest.raises(export.MissingExtraError, match=r"'no_such_package_xyz'.*pip install -e \"\.\[export\]\""):
         export.require("no_such_package_xyz", "to_tflite")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ONNX and ONNX Runtime
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ort():
+    pytest.importorskip("onnx", reason="export extra not installed (pip install -e '.[export]')")
+    return pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install -e '.[export]')")
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_float_onnx_runs_in_onnxruntime_within_float_tolerance(ort, name):
+    mc.manual_seed(0)
+    model, x = NETS[name]().eval(), _digits(64)
+    np.testing.assert_allclose(export.run_onnx(export.to_onnx(model), x), model(x).data, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "avg_net"])
+def test_int8_onnx_each_layer_within_one_step(ort, name):
+    """ONNX Runtime requantizes with a float multiplier and rounds half to even: each layer, given minicompress's
+    own input codes, gives codes at most one step from minicompress's (which are TFLite's)."""
+    mc.manual_seed(0)
+    x = _digits(200)
+    qmodel = Q.quantize_static(NETS[name]().eval(), [x[:128]])
+    h, steps = qmodel[0](x), 0
+    for layer in list(qmodel)[1:-1]:
+        out = layer(h)
+        if not isinstance(layer, (Q.QuantizedConv2d, Q.QuantizedLinear, Q.QuantizedAvgPool2d)):
+            h = out
+            continue
+        single = nn.Sequential(Q.Quantize(h.scale, h.zero_point, 0, 255), layer, Q.DeQuantize())
+        real = h.dequantize().astype(np.float32)  # S (q - Z): QuantizeLinear gets q back exactly
+        np.testing.assert_array_equal(single[0](real).q, h.q)
+        _, codes = export.run_onnx(export.to_onnx(single, input_shape=h.q.shape[1:]), real, return_codes=True)
+        diff = np.abs(codes.astype(np.int32) - out.q.astype(np.int32))
+        assert diff.max() <= 1, type(layer).__name__
+        h, steps = out, steps + int((diff > 0).sum())
+    assert steps > 0  # the bound is reached: the two requantizations really differ
+
+
+def test_int8_onnx_end_to_end_agrees_with_minicompress(ort):
+    mc.manual_seed(0)
+    x = _digits(300)
+    qmodel = Q.quantize_static(models.lenet5().eval(), [x[:128]])
+    out, codes = export.run_onnx(export.to_onnx(qmodel), x, return_codes=True)
+    mine = _codes(qmodel, x) + 128
+    assert np.abs(codes.astype(np.int32) - mine).max() <= 2  # one step per layer can add up
+    assert (out.argmax(1) == qmodel(x).data.argmax(1)).mean() >= 0.99
