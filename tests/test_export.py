@@ -234,3 +234,79 @@ def test_int8_onnx_end_to_end_agrees_with_minicompress(ort):
     mine = _codes(qmodel, x) + 128
     assert np.abs(codes.astype(np.int32) - mine).max() <= 2  # one step per layer can add up
     assert (out.argmax(1) == qmodel(x).data.argmax(1)).mean() >= 0.99
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# import
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter (dynamo=False): works offline
+def test_import_onnx_from_torch_lenet5(ort, tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 6, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(6, 16, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(400, 120), torch.nn.ReLU(), torch.nn.Linear(120, 84), torch.nn.ReLU(), torch.nn.Linear(84, 10),
+    ).eval()  # fmt: skip
+    path = tmp_path / "lenet.onnx"
+    torch.onnx.export(net, torch.zeros(1, 1, 28, 28), str(path), dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "N"}})
+    model = export.from_onnx(path)
+    assert model.spec == "lenet5"
+    x = _digits(32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model(x).data, want, rtol=1e-4, atol=1e-5)
+
+
+def test_import_onnx_of_our_own_export_round_trips(ort):
+    mc.manual_seed(0)
+    for spec in ("lenet5_caffe", "mlp:784-30-10"):
+        model = models.from_spec(spec).eval()
+        back = export.from_onnx(export.to_onnx(model).SerializeToString())
+        assert back.spec == spec
+        x = _digits(8)
+        np.testing.assert_allclose(back(x).data, model(x).data, rtol=1e-5, atol=1e-6)
+
+
+def test_import_onnx_refuses_unsupported_operators_by_name(ort):
+    from onnx import TensorProto, helper
+
+    def graph(*nodes):
+        g = helper.make_graph(list(nodes), "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, [1, 4])])
+        return helper.make_model(g)
+
+    with pytest.raises(export.UnsupportedModelError, match=r"node 1 'sig' \(op Sigmoid\) is not supported"):
+        export.from_onnx(graph(helper.make_node("Relu", ["x"], ["r"], name="r"),
+                               helper.make_node("Sigmoid", ["r"], ["y"], name="sig")))
+    with pytest.raises(export.UnsupportedModelError, match="only a chain"):
+        export.from_onnx(graph(helper.make_node("Relu", ["x"], ["r"], name="r"),
+                               helper.make_node("Relu", ["x"], ["y"], name="r2")))
+    with pytest.raises(export.UnsupportedModelError, match="ceil_mode=1"):
+        export.from_onnx(graph(helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[2, 2],
+                                                ceil_mode=1)))
+
+
+def test_import_safetensors_with_a_spec(tmp_path):
+    st_numpy = pytest.importorskip("safetensors.numpy", reason="export extra not installed")
+    mc.manual_seed(0)
+    model = models.lenet5().eval()
+    state = {k: np.asarray(v) for k, v in model.state_dict().items()}
+    st_numpy.save_file(state, str(tmp_path / "w.safetensors"))
+    back = export.from_safetensors(tmp_path / "w.safetensors", "lenet5")
+    x = _digits(8)
+    np.testing.assert_array_equal(back(x).data, model(x).data)
+    st_numpy.save_file({**state, "0.weight": state["0.weight"].astype(np.float16)}, str(tmp_path / "h.safetensors"))
+    assert export.from_safetensors(tmp_path / "h.safetensors", "lenet5")[0].weight.data.dtype == np.float32
+    with pytest.raises(export.UnsupportedModelError, match=r"missing \['0.bias'\]"):
+        st_numpy.save_file({k: v for k, v in state.items() if k != "0.bias"}, str(tmp_path / "m.safetensors"))
+        export.from_safetensors(tmp_path / "m.safetensors", "lenet5")
+    with pytest.raises(export.UnsupportedModelError, match=r"'0.weight' has shape \(6, 1, 3, 3\)"):
+        st_numpy.save_file({**state, "0.weight": np.zeros((6, 1, 3, 3), np.float32)}, str(tmp_path / "s.safetensors"))
+        export.from_safetensors(tmp_path / "s.safetensors", "lenet5")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(export.UnsupportedModelError, match="not a readable safetensors file"):
+        export.from_safetensors(tmp_path / "bad.safetensors", "lenet5")

@@ -30,8 +30,9 @@ def require(module, fn):
 
 
 from .lowering import UnsupportedModelError  # noqa: E402  (after require, which the submodules import)
+from .importing import from_onnx, from_safetensors, zoo_spec  # noqa: E402
 from .onnx import run_onnx, save_onnx, to_onnx  # noqa: E402
 from .tflite import run_tflite, save_tflite, to_tflite  # noqa: E402
 
 __all__ = ["MissingExtraError", "UnsupportedModelError", "require", "to_tflite", "save_tflite", "run_tflite",
-           "to_onnx", "save_onnx", "run_onnx"]
+           "to_onnx", "save_onnx", "run_onnx", "from_onnx", "from_safetensors", "zoo_spec"]
