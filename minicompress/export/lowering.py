@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import nn
 from .. import quantization as Q
+from ..tensor import no_grad
 
 
 class UnsupportedModelError(ValueError):
@@ -91,9 +92,18 @@ FLOAT_LAYERS = "Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, Flatten, BatchNorm1d
 
 
 def lower_float(model, input_shape=(1, 28, 28), fn="export"):
-    """The float steps of ``model`` for inputs of ``input_shape`` (no batch axis). Weights are float32 copies."""
+    """The float steps of ``model`` for inputs of ``input_shape`` (no batch axis). Weights are float32 copies.
+
+    One forward pass on zeros (in eval mode) comes first: a pruned layer recomputes weight = weight_orig * mask
+    in its forward pre-hook, so the exported weight is the masked one."""
     shape = check_input_shape(input_shape, fn)
     layers, steps, i = _layers(model, fn), [], 0
+    training = model.training
+    try:
+        with no_grad():
+            model.eval()(np.zeros((1,) + shape, np.float32))
+    finally:
+        model.train(training)
     while i < len(layers):
         m, where = layers[i], f"{fn}: layer {i} ({type(layers[i]).__name__})"
         if isinstance(m, (nn.Conv2d, nn.Linear)):
