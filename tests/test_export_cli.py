@@ -74,3 +74,10 @@ def test_existing_outputs_and_bad_inputs_are_refused_before_any_work(saved, caps
     assert "expected a .onnx or .safetensors" in _error(capsys, ["import", str(saved / "m.npz"), "--out",
                                                                  str(saved / "z.npz")])
     assert "no such file" in _error(capsys, ["import", str(saved / "none.onnx"), "--out", str(saved / "z.npz")])
+
+
+def test_demo_rows_give_tflite_file_sizes_and_identical_integers(tmp_path, capsys):
+    assert cli.main(["demo", "--quick", "--only", "export", "--no-progress", "--out", str(tmp_path / "d")]) == 0
+    text = capsys.readouterr().out
+    assert "float32 .tflite in LiteRT" in text and "int8 .tflite in LiteRT" in text
+    assert "500/500 test outputs bit-identical" in text and "int8 .onnx:" in text

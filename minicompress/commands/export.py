@@ -102,3 +102,33 @@ def run(args):
         diff = float(np.abs(out - model(x).data).max())
         print(f"{runtime} on {len(x)} test digits: largest difference from minicompress's float outputs {diff:.2g}")
     return 0
+
+
+def demo_row(ctx):
+    """Rows for `minicompress demo`: the baseline and its int8 static PTQ model exported to TensorFlow Lite and run
+    in LiteRT (accuracy, .tflite file size, LiteRT's time), and the int8 ONNX file's size."""
+    from minicompress import export
+    from minicompress.commands.quantize import _calibration_batches, quantize_model
+
+    try:
+        for module in ("flatbuffers", "tflite", "ai_edge_litert", "onnx", "onnxruntime"):
+            export.require(module, "demo export rows")
+    except export.MissingExtraError as exc:
+        ctx.log(f"skipped: {exc}")
+        return []
+    calib = _calibration_batches(ctx.train_loader, 256 if ctx.quick else 1024)
+    qmodel = quantize_model(ctx.copy_model().eval(), "static", 8, True, calib)
+    rows = []
+    for name, model in (("float32 .tflite in LiteRT", ctx.copy_model().eval()), ("int8 .tflite in LiteRT", qmodel)):
+        content = export.to_tflite(model)
+        predict = export.tflite.tflite_predictor(content)
+        note = "exported with minicompress.export, run by LiteRT (ai-edge-litert)"
+        if model is qmodel:
+            _, codes = export.run_tflite(content, ctx.x_test_input, return_codes=True)
+            same = int((codes.astype(np.int32) == _codes(qmodel, ctx.x_test_input) - 128).all(axis=1).sum())
+            onnx_bytes = len(export.to_onnx(qmodel).SerializeToString())
+            note = (f"{same:,}/{len(codes):,} test outputs bit-identical to minicompress's integers; "
+                    f"int8 .onnx: {onnx_bytes:,} bytes")
+        rows.append(dict(technique=name, accuracy=ctx.accuracy(predict), bytes=len(content),
+                         infer_ms=ctx.infer_ms(predict), note=note))
+    return rows

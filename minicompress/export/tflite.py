@@ -442,6 +442,26 @@ def to_nhwc(x):
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
 
 
+def tflite_predictor(content, reference=False):
+    """predict(x (N, C, H, W)) -> float32 outputs, with one interpreter kept across calls (resized when the batch
+    size changes): for timing. reference=False: LiteRT's optimized kernels (without the XNNPACK delegate)."""
+    interp = interpreter(content, reference=reference)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    shape = [None]
+
+    def predict(x):
+        xin = to_nhwc(x)
+        if shape[0] != xin.shape:
+            interp.resize_tensor_input(inp["index"], xin.shape)
+            interp.allocate_tensors()
+            shape[0] = xin.shape
+        interp.set_tensor(inp["index"], xin)
+        interp.invoke()
+        return interp.get_tensor(out["index"])
+
+    return predict
+
+
 def run_tflite(content, x, reference=True, return_codes=False):
     """Run an exported file on minicompress-layout inputs x (N, C, H, W): float32 outputs (N, ...).
 
@@ -463,4 +483,4 @@ def run_tflite(content, x, reference=True, return_codes=False):
     return y, interp.get_tensor(codes)
 
 
-__all__ = ["to_tflite", "save_tflite", "run_tflite", "interpreter", "to_nhwc", "nhwc_columns"]
+__all__ = ["to_tflite", "save_tflite", "run_tflite", "tflite_predictor", "interpreter", "to_nhwc", "nhwc_columns"]
