@@ -81,3 +81,16 @@ def test_demo_rows_give_tflite_file_sizes_and_identical_integers(tmp_path, capsy
     text = capsys.readouterr().out
     assert "float32 .tflite in LiteRT" in text and "int8 .tflite in LiteRT" in text
     assert "500/500 test outputs bit-identical" in text and "int8 .onnx:" in text
+
+
+def test_missing_extra_is_one_line_naming_the_install(saved, capsys, monkeypatch):
+    from minicompress import export
+
+    def missing(module, fn):
+        raise export.MissingExtraError(f"{fn}: needs the optional package {module!r}; install the export extra: "
+                                       f"{export.EXTRA}")
+
+    monkeypatch.setattr(export.tflite, "require", missing)
+    err = _error(capsys, ["export", str(saved / "q.npz"), "--out", str(saved / "z.tflite")])
+    assert "'flatbuffers'" in err and 'pip install -e ".[export]"' in err
+    assert not (saved / "z.tflite").exists()

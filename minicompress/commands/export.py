@@ -76,15 +76,23 @@ def run(args):
         raise CLIError(f"--out {args.out}: cannot tell the format from the suffix; pass --format tflite or onnx")
     check_output(args.out, args.force, [args.model])
     model = load_model(args.model)
-    integer = export.lowering.is_integer_model(model)
     try:
-        size = (export.save_tflite if fmt == "tflite" else export.save_onnx)(model, args.out)
+        _export_and_check(model, fmt, args)
     except export.MissingExtraError as exc:
         raise CLIError(str(exc)) from None
+    return 0
+
+
+def _export_and_check(model, fmt, args):
+    """Write the file, then (unless --no-check) run it in its runtime on test digits and compare."""
+    from minicompress import export
+
+    integer = export.lowering.is_integer_model(model)
+    size = (export.save_tflite if fmt == "tflite" else export.save_onnx)(model, args.out)
     kind = "int8" if integer else "float32"
     print(f"wrote {args.out}: {kind} {fmt}, {size:,} bytes ({getattr(model, 'spec', None) or 'model'})")
     if args.no_check:
-        return 0
+        return
     x = _test_digits()
     if fmt == "tflite":
         out = export.run_tflite(args.out.read_bytes(), x, return_codes=integer)
@@ -101,7 +109,6 @@ def run(args):
     else:
         diff = float(np.abs(out - model(x).data).max())
         print(f"{runtime} on {len(x)} test digits: largest difference from minicompress's float outputs {diff:.2g}")
-    return 0
 
 
 def demo_row(ctx):

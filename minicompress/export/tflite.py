@@ -422,16 +422,18 @@ def save_tflite(model, path, input_shape=(1, 28, 28)):
 # ====================================================================================================================
 
 
-def interpreter(content, reference=True, preserve=False, num_threads=1):
+def interpreter(content, reference=True, preserve=False, num_threads=1, xnnpack=False):
     """A LiteRT interpreter for a .tflite file's bytes (or path). reference=True uses TFLite's reference
     kernels (BUILTIN_REF: the plain C++ loops that define the arithmetic); False its optimized kernels
-    without the XNNPACK delegate. preserve keeps intermediate tensors readable (for the int8 codes)."""
+    without the XNNPACK delegate, or with it (LiteRT's default) when xnnpack=True. preserve keeps intermediate
+    tensors readable (for the int8 codes)."""
     require("ai_edge_litert", "interpreter")
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     if isinstance(content, (str, Path)):
         content = Path(content).read_bytes()
-    kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    kind = (OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO if xnnpack
+            else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     return Interpreter(model_content=content, experimental_op_resolver_type=kind,
                        experimental_preserve_all_tensors=preserve, num_threads=num_threads)
 
@@ -442,10 +444,10 @@ def to_nhwc(x):
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
 
 
-def tflite_predictor(content, reference=False):
+def tflite_predictor(content, reference=False, xnnpack=False):
     """predict(x (N, C, H, W)) -> float32 outputs, with one interpreter kept across calls (resized when the batch
-    size changes): for timing. reference=False: LiteRT's optimized kernels (without the XNNPACK delegate)."""
-    interp = interpreter(content, reference=reference)
+    size changes): for timing. Kernels as in ``interpreter`` (default: optimized, without XNNPACK)."""
+    interp = interpreter(content, reference=reference, xnnpack=xnnpack)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     shape = [None]
 
