@@ -82,8 +82,14 @@ def _avg_net():
                          nn.ReLU(), nn.AvgPool2d(2, padding=1), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
 
 
+def _pad_net():
+    # stride 2, padding 1 on 28 pixels is not TFLite's SAME (which pads 0 before, 1 after): an explicit PAD; the
+    # Flatten at the end has no Linear to absorb the NHWC order: a TRANSPOSE back to NCHW
+    return nn.Sequential(nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+
+
 NETS = {"lenet5": models.lenet5, "lenet5_caffe": models.lenet5_caffe, "lenet300_100": models.lenet300_100,
-        "avg_net": _avg_net}
+        "avg_net": _avg_net, "pad_net": _pad_net}
 
 
 def _codes(qmodel, x):
