@@ -88,8 +88,13 @@ def _pad_net():
     return nn.Sequential(nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
 
 
+def _relu_after_pool_net():
+    # a ReLU that no Conv2d / Linear absorbs: TFLite's int8 RELU operator
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 13 * 13, 10))
+
+
 NETS = {"lenet5": models.lenet5, "lenet5_caffe": models.lenet5_caffe, "lenet300_100": models.lenet300_100,
-        "avg_net": _avg_net, "pad_net": _pad_net}
+        "avg_net": _avg_net, "pad_net": _pad_net, "relu_after_pool": _relu_after_pool_net}
 
 
 def _codes(qmodel, x):
