@@ -508,10 +508,10 @@ def rounding_right_shift(x, shift):
 
 def multiply_by_quantized_multiplier(acc, M0, n):
     """TFLite's MultiplyByQuantizedMultiplier (gemmlowp's arithmetic, TFLite's default build): acc * M rounded
-    twice, each time half away from zero, with M = M0 * 2^-(31 + n):
+    twice, with M = M0 * 2^-(31 + n):
 
-        high = round(acc * 2^max(-n, 0) * M0 / 2^31)      SaturatingRoundingDoublingHighMul
-        out  = round(high / 2^max(n, 0))                   RoundingDivideByPOT
+        high = round(acc * 2^max(-n, 0) * M0 / 2^31)   ties up (-0.5 -> 0)     SaturatingRoundingDoublingHighMul
+        out  = round(high / 2^max(n, 0))                ties away from zero     RoundingDivideByPOT
 
     The two roundings can differ from one exact rounding: acc = 1, M = 0.375 (M0 = 3 * 2^29, n = 1) gives
     high = round(0.75) = 1, out = round(0.5) = 1, while round(0.375) = 0.

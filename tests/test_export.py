@@ -21,7 +21,7 @@ def test_double_rounding_example_differs_from_exact_rounding():
     M0, n = Q.quantize_multiplier(0.375)
     assert (int(M0), int(n)) == (3 * 2**29, 1)
     acc = np.array([1, -1, 2, 5], dtype=np.int32)
-    # high = round_away(0.75 * acc) = 1, -1, 2 (1.5), 4 (3.75); then round_away(high / 2) = 1, -1, 1, 2
+    # high = round(0.75 * acc) = 1, -1, 2 (1.5), 4 (3.75); then round_away(high / 2) = 1, -1, 1, 2
     np.testing.assert_array_equal(Q.multiply_by_quantized_multiplier(acc, M0, n), [1, -1, 1, 2])
     np.testing.assert_array_equal(Q.requantize(acc, M0, n, 0, -128, 127), [0, 0, 1, 2])  # one rounding, ties up
     np.testing.assert_array_equal(Q.requantize(acc, M0, n, 3, 0, 255, rounding="double"), [4, 2, 4, 5])
@@ -29,18 +29,31 @@ def test_double_rounding_example_differs_from_exact_rounding():
         Q.requantize(acc, M0, n, 0, -128, 127, rounding="nearest")
 
 
+def _round_up(f):
+    return (f + Fraction(1, 2)).__floor__()
+
+
 def _round_away(f):
-    return int(f + Fraction(1, 2)).__floor__() if f >= 0 else -int((-f + Fraction(1, 2)).__floor__())
+    return _round_up(f) if f >= 0 else -_round_up(-f)
 
 
 @settings(max_examples=50, deadline=None)
 @given(acc=st.lists(st.integers(-(2**31) + 1, 2**31 - 1), min_size=1, max_size=10), M=st.floats(1e-6, 0.99))
-def test_multiply_by_quantized_multiplier_is_two_roundings_half_away(acc, M):
+def test_multiply_by_quantized_multiplier_is_two_roundings(acc, M):
     M0, n = Q.quantize_multiplier(M)
     got = Q.multiply_by_quantized_multiplier(np.array(acc, np.int32), M0, n)
     for a, g in zip(acc, got.tolist()):
-        high = _round_away(Fraction(a * int(M0), 2**31))
-        assert g == _round_away(Fraction(high, 2 ** int(n)))
+        high = _round_up(Fraction(a * int(M0), 2**31))  # gemmlowp's high multiply: ties up
+        assert g == _round_away(Fraction(high, 2 ** int(n)))  # its rounding shift: ties away from zero
+
+
+def test_high_multiply_rounds_ties_up_and_the_shift_away_from_zero():
+    M0, n = Q.quantize_multiplier(0.5)  # M0 = 2^30, n = 0: only the high multiply rounds
+    np.testing.assert_array_equal(Q.multiply_by_quantized_multiplier(np.array([1, -1, -3], np.int32), M0, n),
+                                  [1, 0, -1])  # 0.5 -> 1, -0.5 -> 0, -1.5 -> -1
+    M0, n = Q.quantize_multiplier(0.25)  # M0 = 2^30, n = 1: the high multiply is exact here, the shift rounds
+    np.testing.assert_array_equal(Q.multiply_by_quantized_multiplier(np.array([2, -2, -6], np.int32), M0, n),
+                                  [1, -1, -2])  # high 1, -1, -3; then 0.5 -> 1, -0.5 -> -1, -1.5 -> -2
 
 
 def test_quantize_multiplier_rounds_ties_up_as_tflite():
