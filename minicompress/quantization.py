@@ -15,7 +15,8 @@ The file follows the order of the lecture:
    ``dequantize``, per tensor and per channel;
 2. observers that watch data and choose (S, Z): min-max, moving-average min-max, per-channel, MSE search;
 3. fake quantization with the clipped straight-through estimator (for quantization-aware training);
-4. integer arithmetic: exact int32 accumulation with float BLAS, the fixed-point multiplier M = 2^-n * M0;
+4. integer arithmetic: exact int32 accumulation with float BLAS, the fixed-point multiplier M = 2^-n * M0,
+   rounded as TensorFlow Lite's kernels round it (so ``minicompress.export`` files give the same integers);
 5. integer-only layers (``QuantizedLinear``, ``QuantizedConv2d``, ...);
 6. dynamic quantization (``quantize_dynamic``);
 7. static post-training quantization (``prepare`` -> calibrate -> ``convert``) with batch-norm folding;
