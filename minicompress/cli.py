@@ -21,6 +21,9 @@ _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 COMMANDS = ["train", "evaluate", "demo", "prune", "quantize", "distill", "binarize", "compress"]
 COMMANDS += ["labs"]  # hand out and grade the labs (tutorials/labs/)
+COMMANDS += ["export", "import_model"]  # TensorFlow Lite / ONNX out, ONNX / safetensors in (minicompress.export)
+# command names that differ from their module's name (`import` is a Python keyword)
+COMMAND_NAMES = {"import_model": "import"}
 
 
 class CLIError(Exception):

@@ -15,7 +15,8 @@ The file follows the order of the lecture:
    ``dequantize``, per tensor and per channel;
 2. observers that watch data and choose (S, Z): min-max, moving-average min-max, per-channel, MSE search;
 3. fake quantization with the clipped straight-through estimator (for quantization-aware training);
-4. integer arithmetic: exact int32 accumulation with float BLAS, the fixed-point multiplier M = 2^-n * M0;
+4. integer arithmetic: exact int32 accumulation with float BLAS, the fixed-point multiplier M = 2^-n * M0,
+   rounded as TensorFlow Lite's kernels round it (so ``minicompress.export`` files give the same integers);
 5. integer-only layers (``QuantizedLinear``, ``QuantizedConv2d``, ...);
 6. dynamic quantization (``quantize_dynamic``);
 7. static post-training quantization (``prepare`` -> calibrate -> ``convert``) with batch-norm folding;
@@ -482,13 +483,14 @@ def quantize_multiplier(M):
     """Write a real multiplier M > 0 as M = M0_real * 2^-n with M0_real in [0.5, 1); M0 = round(2^31 * M0_real).
 
     Returns (M0 int64 array holding int32 values, n int64 array). M0 * 2^-(31 + n) equals M to a relative error
-    of at most 2^-32. (If rounding gives M0 = 2^31, it is halved and n lowered by one.)
+    of at most 2^-32. (If rounding gives M0 = 2^31, it is halved and n lowered by one.) Ties round up, as
+    TFLite's QuantizeMultiplier (std::round), so an exported model gets the very same M0.
     """
     M = np.asarray(M, dtype=np.float64)
     if np.any(~np.isfinite(M)) or np.any(M <= 0):
         raise ValueError(f"quantize_multiplier: M must be finite and > 0, got {M.ravel()[0] if M.size else M}")
     mantissa, exponent = np.frexp(M)  # M = mantissa * 2^exponent, mantissa in [0.5, 1)
-    M0 = np.round(mantissa * 2.0**31).astype(np.int64)
+    M0 = np.floor(mantissa * 2.0**31 + 0.5).astype(np.int64)  # exact: mantissa * 2^31 + 0.5 < 2^31 + 1
     n = -exponent.astype(np.int64)
     full = M0 == 2**31
     M0, n = np.where(full, 2**30, M0), np.where(full, n - 1, n)
@@ -505,14 +507,44 @@ def rounding_right_shift(x, shift):
     return (x + np.left_shift(np.int64(1), shift - 1)) >> shift
 
 
-def requantize(acc, M0, n, zero_point, qmin, qmax):
+def multiply_by_quantized_multiplier(acc, M0, n):
+    """TFLite's MultiplyByQuantizedMultiplier (gemmlowp's arithmetic, TFLite's default build): acc * M rounded
+    twice, with M = M0 * 2^-(31 + n):
+
+        high = round(acc * 2^max(-n, 0) * M0 / 2^31)   ties up (-0.5 -> 0)     SaturatingRoundingDoublingHighMul
+        out  = round(high / 2^max(n, 0))                ties away from zero     RoundingDivideByPOT
+
+    The two roundings can differ from one exact rounding: acc = 1, M = 0.375 (M0 = 3 * 2^29, n = 1) gives
+    high = round(0.75) = 1, out = round(0.5) = 1, while round(0.375) = 0.
+    """
+    n = np.asarray(n, dtype=np.int64)
+    x = np.asarray(acc, dtype=np.int64) << np.maximum(-n, 0)
+    ab = x * np.asarray(M0, dtype=np.int64)  # |x| < 2^31 and M0 < 2^31: fits int64
+    ab = ab + np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
+    high = np.where(ab >= 0, ab >> 31, -((-ab) >> 31))  # C's integer division truncates toward zero
+    right = np.maximum(n, 0)
+    mask = (np.int64(1) << right) - 1
+    threshold = (mask >> 1) + (high < 0)
+    return (high >> right) + ((high & mask) > threshold)
+
+
+def requantize(acc, M0, n, zero_point, qmin, qmax, rounding="single"):
     """q = clamp(Z + round(acc * M0 * 2^-(31 + n)), qmin, qmax): int32 accumulators to the output code.
 
-    acc * M0 fits in int64 because |acc| < 2^31 and M0 < 2^31. M0 and n may be per channel (broadcast).
-    The rounding constant and the zero point are added together before the shift (Z * 2^s is exact).
+    rounding="single": one exact rounding, ties up (TFLite built with TFLITE_SINGLE_ROUNDING). acc * M0 fits in
+    int64 because |acc| < 2^31 and M0 < 2^31. The rounding constant and the zero point are added together before
+    the shift (Z * 2^s is exact).
+    rounding="double": ``multiply_by_quantized_multiplier``, what the TFLite runtime on PyPI (LiteRT) computes and
+    what minicompress's integer layers use, so that an exported model gives the same integers.
+    M0 and n may be per channel (broadcast).
     """
     if acc.dtype != np.int32:
         raise ValueError(f"requantize: accumulators must be int32 (Jacob et al.), got {acc.dtype}")
+    if rounding == "double":
+        t = multiply_by_quantized_multiplier(acc, M0, n) + np.int64(zero_point)
+        return np.clip(t, qmin, qmax).astype(_int_dtype(qmin, qmax))
+    if rounding != "single":
+        raise ValueError(f"requantize(rounding={rounding!r}): allowed 'single' or 'double'")
     shift = 31 + np.asarray(n, dtype=np.int64)
     t = np.multiply(acc, M0, dtype=np.int64)
     t += (np.int64(zero_point) << shift) + (np.int64(1) << (shift - 1))  # + Z, + 1/2 for round half up
@@ -534,7 +566,12 @@ def _pair(v):
 
 
 class Quantize(nn.Module):
-    """Float input -> QTensor with fixed (scale, zero_point): the entrance of an integer-only model."""
+    """Float input -> QTensor with fixed (scale, zero_point): the entrance of an integer-only model.
+
+    q = clamp(round(x / S) + Z, qmin, qmax) with x / S a float32 division rounded half away from zero: TFLite's
+    QUANTIZE kernel, so an exported model starts from the same integers. (``quantize`` instead rounds x * (1 / S)
+    half to even, as PyTorch's fake quantization; the two differ only within a float32 rounding of a tie.)
+    """
 
     def __init__(self, scale, zero_point, qmin, qmax):
         super().__init__()
@@ -542,8 +579,13 @@ class Quantize(nn.Module):
         self.qmin, self.qmax = int(qmin), int(qmax)
 
     def forward(self, x):
-        return QTensor(quantize(_as_array(x), self.scale, self.zero_point, self.qmin, self.qmax),
-                       self.scale, self.zero_point, self.qmin, self.qmax)
+        x = np.asarray(_as_array(x), dtype=np.float32)
+        _check_finite(x, "Quantize", "x")
+        with np.errstate(over="ignore"):  # past float32, x / S is +-inf, which the clamp maps to qmin or qmax
+            r = x / self.scale
+        q = np.clip(np.sign(r) * np.floor(np.abs(r) + np.float32(0.5)) + np.float32(self.zero_point),
+                    self.qmin, self.qmax)
+        return QTensor(q.astype(_int_dtype(self.qmin, self.qmax)), self.scale, self.zero_point, self.qmin, self.qmax)
 
     def extra_repr(self):
         return f"scale={float(self.scale):.6g}, zero_point={int(self.zero_point)}, range=[{self.qmin}, {self.qmax}]"
@@ -615,7 +657,7 @@ class _IntegerLayer(nn.Module):
         shape = [1, 1]
         shape[channel_axis] = -1
         M0, n = self.M0.reshape(shape), self.n.reshape(shape)
-        return requantize(acc, M0, n, int(self.output_zero_point), self._lo, self.qmax)
+        return requantize(acc, M0, n, int(self.output_zero_point), self._lo, self.qmax, rounding=self.rounding)
 
     def extra_repr(self):
         shape = "x".join(str(d) for d in self.weight_q.shape)
@@ -652,6 +694,8 @@ class QuantizedLinear(_IntegerLayer):
     Input and output are QTensors (unsigned activations), the weight is int8 (per-channel or per-tensor).
     """
 
+    rounding = "single"  # as LiteRT's int8 FULLY_CONNECTED (measured bit for bit, tests/test_export.py)
+
     def columns(self, x):
         """The rows (q1 - Z1) that meet the weight: (N, in_features) float32 holding integers."""
         self._check_input(x)
@@ -676,6 +720,8 @@ class QuantizedConv2d(_IntegerLayer):
 
     Padding is added to (q1 - Z1), i.e. with the integer that stands for real 0, so it is exact.
     """
+
+    rounding = "double"  # as LiteRT's int8 CONV_2D (measured bit for bit, tests/test_export.py)
 
     def __init__(self, *args, stride=(1, 1), padding=(0, 0), **kwargs):
         super().__init__(*args, **kwargs)
@@ -755,8 +801,13 @@ class QuantizedMaxPool2d(nn.Module):
 
 class QuantizedAvgPool2d(QuantizedMaxPool2d):
     """Average pooling on the integers, keeping (S, Z): mean(S (q - Z)) = S (mean(q) - Z), so
-    q_out = round(sum(q) / (kh * kw)) (ties up), an integer division. Padding uses Z (real 0, counted in the
-    mean as PyTorch's default count_include_pad=True)."""
+    q_out = round(sum(q) / (kh * kw)), an integer division. Padding uses Z (real 0, counted in the
+    mean as PyTorch's default count_include_pad=True).
+
+    Ties are rounded as TFLite's int8 AVERAGE_POOL_2D does: half away from zero on the int8 codes. Unsigned
+    codes q in [0, 255] are int8 codes q - 128 there, so c = 128 is subtracted first and added back:
+    q_out = c + sign(s) * floor((|s| + k // 2) / k), s = sum(q - c), k = kh * kw (e.g. codes 127, 128 -> 127).
+    """
 
     def forward(self, x):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
@@ -768,8 +819,10 @@ class QuantizedAvgPool2d(QuantizedMaxPool2d):
         for i in range(kh):
             for j in range(kw):
                 total += q[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw]
-        k = kh * kw
-        return QTensor(((total + k // 2) // k).astype(q.dtype), x.scale, x.zero_point, x.qmin, x.qmax)
+        k, c = kh * kw, 128 if x.qmin >= 0 else 0
+        s = total - np.int32(c * k)
+        mean = np.sign(s) * ((np.abs(s) + k // 2) // k) + c
+        return QTensor(mean.astype(q.dtype), x.scale, x.zero_point, x.qmin, x.qmax)
 
 
 class QuantizedReLU(nn.Module):

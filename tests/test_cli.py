@@ -22,7 +22,7 @@ def run_cli(capsys, *argv):
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("command", [[]] + [[name] for name in cli.COMMANDS])
+@pytest.mark.parametrize("command", [[]] + [[cli.COMMAND_NAMES.get(name, name)] for name in cli.COMMANDS])
 def test_help_everywhere(capsys, command):
     code, out, _ = run_cli(capsys, *command, "--help")
     assert code == 0 and "usage: minicompress" in out
