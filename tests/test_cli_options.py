@@ -6,8 +6,11 @@ import pytest
 
 from minicompress import cli, data
 
-# the commands that train or evaluate (labs only converts and grades notebooks: no progress bar to turn off)
-TRAINING_COMMANDS = [name for name in cli.COMMANDS if name != "labs"]
+# the commands that train or evaluate (labs converts and grades notebooks, export / import convert one file:
+# no progress bar to turn off)
+NO_PROGRESS_BAR = {"labs", "export", "import_model"}
+TRAINING_COMMANDS = [name for name in cli.COMMANDS if name not in NO_PROGRESS_BAR]
+ALL_COMMANDS = [cli.COMMAND_NAMES.get(name, name) for name in cli.COMMANDS]
 REQUIRED = {"evaluate": ["m.npz"], "prune": ["m.npz"], "quantize": ["m.npz"], "compress": ["m.npz"],
             "distill": ["--teacher", "t.npz"]}
 
@@ -24,7 +27,7 @@ def test_every_command_accepts_no_progress(command):
     assert args.no_progress is True
 
 
-@pytest.mark.parametrize("command", TRAINING_COMMANDS)
+@pytest.mark.parametrize("command", ALL_COMMANDS)
 def test_help_shows_every_default_and_never_none(command):
     sub = _subparsers()[command]
     text = sub.format_help()

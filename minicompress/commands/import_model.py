@@ -17,7 +17,8 @@ def add_parser(subparsers):
     p.add_argument("file", type=Path, help="a .onnx file, or a .safetensors file with --spec")
     p.add_argument("--out", type=Path, required=True, help="the checkpoint to write (.npz)")
     p.add_argument("--spec", default=None,
-                   help="the zoo model the safetensors weights belong to, e.g. lenet5 or mlp:784-300-100-10")
+                   help="the zoo model the safetensors weights belong to, e.g. lenet5 or mlp:784-300-100-10 "
+                        "(no default: required for .safetensors, not used for .onnx)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=run)
     return p
