@@ -1,0 +1,194 @@
+"""The computation graph of a Tensor, drawn; and the backward pass as frames in which the gradients fill in.
+
+1. ``build_graph(root)``: the nodes (operation, value, gradient) and edges input -> output of the graph below
+   ``root``, with each node's depth, the length of the longest path from a leaf to it.
+2. ``draw_graph(root)``: one box per node, in columns by depth (leaves on the left, ``root`` on the right), an
+   arrow per edge. Readable up to about 30 nodes.
+3. ``backward_frames(root)``: runs the library's own ``root.backward()`` once, then reveals each node's gradient
+   in the order ``backward`` completes them: reverse topological order, from ``root`` back to the leaves. A node's
+   gradient is final when its turn comes, because every node that uses it came earlier in that order.
+4. ``function_source(fn)``: a ``Function``'s ``forward`` and ``backward``, printed side by side.
+"""
+
+import inspect
+import textwrap
+from dataclasses import dataclass, field
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ..tensor import Tensor, topological_order
+
+# ====================================================================================================================
+# 1. The graph as data
+# ====================================================================================================================
+
+
+@dataclass
+class Node:
+    """One box of the drawing: ``tensor`` (None for a plain number), its label, depth and whether it gets a grad."""
+
+    tensor: object
+    op: str
+    value: np.ndarray
+    depth: int = 0
+    needs_grad: bool = False
+    inputs: list = field(default_factory=list)  # indices of the input nodes
+
+
+def _short(a, digits=4):
+    """A value in a few characters: a number, or the shape and the first entries of an array."""
+    a = np.asarray(a)
+    if a.size == 1:
+        return f"{float(a.reshape(-1)[0]):.{digits}g}"
+    head = ", ".join(f"{v:.3g}" for v in a.reshape(-1)[:3])
+    return f"{a.shape} [{head}{', ...' if a.size > 3 else ''}]"
+
+
+def build_graph(root, names=None):
+    """Nodes and edges of the graph below ``root`` (a Tensor that requires grad).
+
+    names: optional dict label -> Tensor (e.g. ``dict(x=x)``) to name the leaves. Returns (nodes, edges):
+    nodes in topological order (each after its inputs, ``root`` last), edges as (input index, output index).
+    Inputs that need no gradient (constants such as the 3 in ``3 * x``) are nodes too, with op "const".
+    """
+    if not isinstance(root, Tensor) or not root.requires_grad:
+        raise ValueError("build_graph(root): root must be a Tensor with requires_grad=True, the result of operations "
+                         "on tensors created with requires_grad=True")
+    label_of = {id(t): name for name, t in (names or {}).items()}
+    order = topological_order(root)
+    index = {}
+    nodes, edges = [], []
+
+    def add(t, op):
+        index[id(t)] = len(nodes)
+        value = t.data if isinstance(t, Tensor) else np.asarray(t)
+        nodes.append(Node(t, op, value, needs_grad=isinstance(t, Tensor) and t.requires_grad))
+        return index[id(t)]
+
+    for t in order:
+        for parent in t._inputs:
+            if isinstance(parent, Tensor) and parent.requires_grad:
+                continue  # already added: topological order puts every input first
+            if isinstance(parent, (Tensor, np.ndarray, int, float, np.generic)) and id(parent) not in index:
+                add(parent, label_of.get(id(parent), "const"))
+        op = t._fn.__name__ if t._fn is not None else label_of.get(id(t), "leaf")
+        if t._fn is not None and id(t) in label_of:
+            op = f"{label_of[id(t)]} = {op}"
+        i = add(t, op)
+        for parent in t._inputs:
+            if id(parent) in index:
+                nodes[i].inputs.append(index[id(parent)])
+                edges.append((index[id(parent)], i))
+    for node in nodes:  # longest path from a leaf: inputs always come first in the list
+        node.depth = max((nodes[j].depth + 1 for j in node.inputs), default=0)
+    return nodes, edges
+
+
+# ====================================================================================================================
+# 2. Drawing: columns by depth
+# ====================================================================================================================
+
+
+def _layout(nodes):
+    """(x, y) per node: x = depth, y spreads the nodes of one column evenly around 0."""
+    columns = {}
+    for i, node in enumerate(nodes):
+        columns.setdefault(node.depth, []).append(i)
+    xy = {}
+    for depth, members in columns.items():
+        for row, i in enumerate(members):
+            xy[i] = (depth, (len(members) - 1) / 2 - row)
+    return xy
+
+
+def draw_graph(root, names=None, grads=None, ax=None, title=None):
+    """Draw the graph below ``root``: one box per node with its operation, value and gradient; arrows input -> output.
+
+    grads: dict node index -> gradient to show (default: each tensor's current ``.grad``; "?" where there is none
+    yet, nothing for constants). Returns the axes.
+    """
+    nodes, edges = build_graph(root, names)
+    if grads is None:
+        grads = {i: n.tensor.grad for i, n in enumerate(nodes) if n.needs_grad and n.tensor.grad is not None}
+    xy = _layout(nodes)
+    width = max(n.depth for n in nodes) + 1
+    height = max(sum(n.depth == d for n in nodes) for d in range(width))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(2.3 * width + 1, 16), min(1.1 * height + 1, 12)))
+    for a, b in edges:
+        ax.annotate("", xy=xy[b], xytext=xy[a],
+                    arrowprops=dict(arrowstyle="->", color="0.5", lw=1, shrinkA=24, shrinkB=24))
+    for i, node in enumerate(nodes):
+        lines = [node.op, f"value {_short(node.value)}"]
+        if node.needs_grad:
+            lines.append(f"grad {_short(grads[i])}" if i in grads else "grad ?")
+        color = "#dbe9f6" if node.tensor is not None and getattr(node.tensor, "_fn", None) else "#f2f2f2"
+        if node.needs_grad and i in grads:
+            color = "#fde0c5"  # gradient known: orange
+        ax.text(*xy[i], "\n".join(lines), ha="center", va="center", fontsize=8, family="monospace",
+                bbox=dict(boxstyle="round,pad=0.35", fc=color, ec="0.4"))
+    ax.set_xlim(-0.6, width - 0.4)
+    ax.set_ylim(-height / 2 - 0.2, height / 2 + 0.2)
+    ax.axis("off")
+    ax.set_title(title or f"graph of {len(nodes)} nodes: leaves on the left, the output on the right")
+    return ax
+
+
+# ====================================================================================================================
+# 3. The backward pass, frame by frame
+# ====================================================================================================================
+
+
+def backward_frames(root, names=None):
+    """Run ``root.backward()`` and return the frames of the backward pass.
+
+    Every gradient below ``root`` is reset first (``.grad = None``), so the values are those of this one call.
+    Frame 0 shows no gradient; frame k shows the gradients of the first k nodes in reverse topological order, the
+    order in which ``backward`` finishes them. Returns a list of dicts: "grads" (node index -> gradient), "node"
+    (the index just completed, None on frame 0), "op" (its label).
+    """
+    nodes, _ = build_graph(root, names)
+    tensors = [n.tensor for n in nodes if n.needs_grad]
+    for t in tensors:
+        t.grad = None
+    root.backward()
+    position = {id(t): i for i, t in enumerate(n.tensor for n in nodes)}
+    frames, shown = [dict(grads={}, node=None, op=None)], {}
+    for t in reversed(topological_order(root)):
+        i = position[id(t)]
+        shown[i] = t.grad
+        frames.append(dict(grads=dict(shown), node=i, op=nodes[i].op))
+    return frames
+
+
+def draw_backward_frame(root, frame, names=None, ax=None):
+    """One frame of ``backward_frames``: the graph with the gradients known so far, the one just completed named."""
+    step = (f"backward: the gradient of {frame['op']} is complete" if frame["node"] is not None
+            else "before backward: no gradient yet")
+    return draw_graph(root, names, grads=frame["grads"], ax=ax, title=step)
+
+
+# ====================================================================================================================
+# 4. A Function's source: forward and backward side by side
+# ====================================================================================================================
+
+
+def function_source(fn):
+    """The ``forward`` and ``backward`` of the Function class ``fn`` as one string, in two columns."""
+    left = textwrap.dedent(inspect.getsource(fn.forward)).splitlines()
+    right = textwrap.dedent(inspect.getsource(fn.backward)).splitlines()
+    width = max(len(line) for line in left)
+    doc = inspect.getdoc(fn)
+    head = [f"class {fn.__name__}" + (f": {doc.splitlines()[0]}" if doc else "")]
+    rows = [f"{a[:width]:<{width}} | {b}" for a, b in zip(left + [""] * len(right), right + [""] * len(left))]
+    return "\n".join(head + [r.rstrip(" |") for r in rows[:max(len(left), len(right))]])
+
+
+def functions_used(root):
+    """The distinct Function classes in the graph below ``root``, in the order the forward pass first used them."""
+    seen = {}
+    for t in topological_order(root):
+        if t._fn is not None:
+            seen.setdefault(t._fn.__name__, t._fn)
+    return list(seen.values())
