@@ -411,7 +411,7 @@ class StageRecorder:
             w = codebook[idx[idx >= 0]]
         else:
             codebook = None
-            w = pruning.effective(m, "weight").data if pruning.is_pruned(m) else m.weight.data
+            w = np.asarray(pruning.effective(m, "weight"))  # orig * mask, or the weight itself when not pruned
             w = w[w != 0]
         self.frames.append(dict(stage=stage, bytes=int(nbytes), accuracy=float(accuracy),
                                 weights=np.array(w, dtype=np.float32).reshape(-1), codebook=codebook))
