@@ -170,8 +170,38 @@ def test_slider_updates_redraw_with_the_value_given(small):
     plt.close("all")
 
 
+def test_graph_and_sharing_views(small):
+    fig, result = live.updater(live.graph_view, panels=1, f=lambda t: t * t + 3 * t)(x=-1.5)
+    assert result == dict(x=-1.5, y=-2.25, grad=0.0)
+    assert fig.axes[0].get_title() == "x = -1.5: y = -2.25, dy/dx = 0"
+
+    import copy
+    model = copy.deepcopy(small["model"])
+    pruning.prune_to_sparsity(pruning.prunable(model), 0.9)
+    update = live.updater(live.sharing_view, model=model, x=small["x_test"], y=small["y_test"])
+    fig, result = update(bits=2)
+    assert result["bits"] == 2 and result["k"] == 4
+    assert fig.axes[0].get_title().startswith("2 bits: accuracy")
+    assert pruning.is_pruned(model[1])  # the notebook's model is not touched
+    plt.close("all")
+
+
 def test_live_without_kernel_shows_the_static_picture(small, capsys):
     panel = live.live(live.pruning_view, {"amount": [0.5, 0.9]}, [dict(amount=0.5)], model=small["model"],
                       x=small["x_test"], y=small["y_test"])
     assert panel is None
     assert "static picture" in capsys.readouterr().out
+
+
+def test_summary_labels_do_not_overlap():
+    from minicompress.viz.summary import labels_overlap, plot_summary
+    # the demo's rows crowd around 96% and ratios 4 to 16; two points even coincide
+    rows = [dict(technique=t, accuracy=a, ratio=r) for t, a, r in [
+        ("dense float32", 0.9665, 1), ("pruned 90%", 0.962, 7.9), ("int8 PTQ", 0.966, 3.97), ("int8 QAT", 0.966, 3.97),
+        ("4-bit QAT", 0.958, 7.6), ("distilled student", 0.937, 10.6), ("student on labels", 0.9405, 10.6),
+        ("binary", 0.88, 29), ("Deep Compression", 0.96, 38), ("pruned 95% + int8", 0.955, 16)]]
+    ax = plot_summary(rows)
+    texts = [t for t in ax.texts if t.get_text()]
+    assert [t.get_text() for t in texts] == [r["technique"] for r in rows]
+    assert not labels_overlap(texts)
+    plt.close("all")

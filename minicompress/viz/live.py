@@ -121,6 +121,50 @@ def binary_view(axes, models, mode, x, y):
     return dict(mode=mode, layer=name, accuracy=accuracy, packed_bytes=int(packed), binary_inputs=signed)
 
 
+def graph_view(axes, f, x):
+    """The graph of y = f(x) at the scalar ``x``, after ``y.backward()``: every node's value and gradient.
+    Returns {"x", "y", "grad"} (grad = dy/dx from backward)."""
+    from .graph import draw_graph
+
+    t = Tensor(np.float64(x), requires_grad=True)
+    y = f(t)
+    y.backward()
+    draw_graph(y, dict(x=t, y=y), ax=axes[0], title=f"x = {x:g}: y = {y.item():.4g}, dy/dx = {float(t.grad):.4g}")
+    return dict(x=float(x), y=float(y.item()), grad=float(t.grad))
+
+
+def sharing_view(axes, model, bits, x, y, layer=1):
+    """Weight sharing on a copy of ``model`` (pruned or not): pruning made permanent, then
+    ``share_model_weights(copy, bits)``, no fine-tuning. Panels: layer ``layer``'s non-zero weights before (grey)
+    and after (the 2^bits centroids); accuracy (%) and fixed-width bytes in the title.
+    Returns {"bits", "k", "accuracy", "bytes"}."""
+    from ..pipeline import fixed_width_bytes
+
+    shared = copy.deepcopy(model)
+    for module, name in pruning.prunable(shared):
+        if pruning.is_pruned(module):
+            pruning.remove(module, name)
+    before = np.asarray(shared[layer].weight.data)
+    before = before[before != 0]
+    Q.share_model_weights(shared, int(bits))
+    codebook = shared[layer].weight_codebook.data
+    idx = shared[layer].weight_indices.data
+    after = codebook[idx[idx >= 0]]
+    accuracy = _accuracy(shared, x, y)
+    nbytes = fixed_width_bytes(shared)
+    a, b = axes
+    edges = np.linspace(before.min(), before.max(), 90)
+    a.hist(before, bins=edges, color="0.75", label="before sharing")
+    a.hist(after, bins=edges, color="C0", alpha=0.8, label=f"after: {len(codebook)} values")
+    a.set_yscale("log")
+    a.set(xlabel=f"non-zero weights of layer {layer}", ylabel="count (log)",
+          title=f"{bits} bits: accuracy {100 * accuracy:.1f}%")
+    a.legend(fontsize=7)
+    b.stem(codebook, np.bincount(idx[idx >= 0], minlength=len(codebook)), basefmt=" ")
+    b.set(xlabel="shared value (centroid)", ylabel="weights using it", title=f"{nbytes:,} B with fixed-width codes")
+    return dict(bits=int(bits), k=len(codebook), accuracy=accuracy, bytes=int(nbytes))
+
+
 # ====================================================================================================================
 # 2. The update function of a slider
 # ====================================================================================================================
