@@ -104,7 +104,7 @@ class Animation:
         from IPython.display import Image, display
 
         data = self.gif_bytes(fps, dpi)
-        display(Image(data=data))
+        display(Image(data=data, format="gif"))
         if key_frames:
             fig = self.key_frames(key_frames)
             display(fig)

@@ -70,7 +70,8 @@ def build_graph(root, names=None):
         for parent in t._inputs:
             if isinstance(parent, Tensor) and parent.requires_grad:
                 continue  # already added: topological order puts every input first
-            if isinstance(parent, (Tensor, np.ndarray, int, float, np.generic)) and id(parent) not in index:
+            # Tensors and arrays are data; plain Python values (an axis, keepdims) are settings, not drawn
+            if isinstance(parent, (Tensor, np.ndarray)) and id(parent) not in index:
                 add(parent, label_of.get(id(parent), "const"))
         op = t._fn.__name__ if t._fn is not None else label_of.get(id(t), "leaf")
         if t._fn is not None and id(t) in label_of:
