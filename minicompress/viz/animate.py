@@ -82,8 +82,9 @@ class Animation:
                     for ax in axes[0]:
                         ax.clear()
                     self._draw(list(axes[0]), frame, k, self.frames)
-                    fig.suptitle(self.title, fontsize=10)
-                    fig.tight_layout()
+                    if k == 0:  # one layout for all frames: faster, and the panels do not jump between frames
+                        fig.suptitle(self.title, fontsize=10)
+                        fig.tight_layout()
                     writer.grab_frame()
             os.replace(tmp, path)
         finally:
@@ -164,7 +165,7 @@ def pruning_animation(recorder):
                 title=f"step {f['step']}: sparsity {100 * f['sparsity']:.1f}%")
         a_s.legend(fontsize=7, loc="lower right")
         w = f["weights"].reshape(-1)
-        a_h.hist(w, bins=bins, color="0.6")
+        a_h.hist(w, bins=bins, color="0.6", histtype="stepfilled")
         pruned = np.abs(w[~f["mask"].reshape(-1)])
         if pruned.size:
             t = float(pruned.max())
@@ -215,14 +216,14 @@ def quantization_grid_animation(w, bits=(8, 6, 4, 3, 2), per_channel=False, name
 
     def draw(axes, f, k, frames):
         a, b = axes
-        a.hist(w, bins=edges, color="0.6")
+        a.hist(w, bins=edges, color="0.6", histtype="stepfilled")
         if not f["per_channel"] and f["levels"] <= 64:
             half = f["levels"] // 2
             for q in range(-half, half):
                 a.axvline(q * f["scale"], color="C0", lw=0.6)
         a.set(xlabel=f"weight of {name}", ylabel="count",
               title=f"{f['bits']} bits: {f['levels']} levels, S = {f['scale']:.4f}")
-        b.hist(f["w_hat"].reshape(-1), bins=edges, color="C0")
+        b.hist(f["w_hat"].reshape(-1), bins=edges, color="C0", histtype="stepfilled")
         b.set_yscale("log")
         b.set(xlabel="dequantized weight S q", ylabel="count (log)",
               title=f"{f['bits']} bits: MSE {f['mse']:.2e}")
@@ -279,7 +280,7 @@ def qat_animation(recorder, name="layer"):
         a.set(xlabel="x / S", ylabel="x_hat / S", title=f"staircase at S = {S:.4f}")
         a.legend(fontsize=7)
         units = f["weights"].reshape(f["weights"].shape[0], -1)[0] / S
-        b.hist(units, bins=np.arange(np.floor(units.min()) - 0.5, np.ceil(units.max()) + 0.55, 0.1), color="0.5")
+        b.hist(units, bins=np.arange(np.floor(units.min()) - 0.5, np.ceil(units.max()) + 0.55, 0.1), color="0.5", histtype="stepfilled")
         for q in range(int(np.floor(units.min())), int(np.ceil(units.max())) + 1):
             b.axvline(q, color="C0", lw=0.5)
         b.set(xlabel=f"w / S, {name} channel 0 (grid = integers)", ylabel="count",
@@ -438,8 +439,8 @@ def deep_compression_animation(recorder, name="layer"):
               title=f"{f['stage']}: {f['bytes']:,} B")
         a.set_xticks(range(len(frames)), labels, fontsize=6)
         if k > 0:
-            b.hist(frames[k - 1]["weights"], bins=edges, color="0.8", label=f"before: {frames[k - 1]['stage']}")
-        b.hist(f["weights"], bins=edges, color="C0", alpha=0.8, label=f"now: {f['stage']}")
+            b.hist(frames[k - 1]["weights"], bins=edges, color="0.8", label=f"before: {frames[k - 1]['stage']}", histtype="stepfilled")
+        b.hist(f["weights"], bins=edges, color="C0", alpha=0.8, label=f"now: {f['stage']}", histtype="stepfilled")
         if f["codebook"] is not None:
             for c in f["codebook"]:
                 b.axvline(c, color="C3", lw=0.6, ymax=0.08)

@@ -45,6 +45,14 @@ def _short(a, digits=4):
     return f"{a.shape} [{head}{', ...' if a.size > 3 else ''}]"
 
 
+def _operand_names(fn, count):
+    """The names of forward's arguments after ctx (``*arrays`` counts as one name per input)."""
+    params = list(inspect.signature(fn.forward).parameters.values())[1:]
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return ["a"] * count
+    return [p.name for p in params]
+
+
 def build_graph(root, names=None):
     """Nodes and edges of the graph below ``root`` (a Tensor that requires grad).
 
@@ -67,11 +75,14 @@ def build_graph(root, names=None):
         return index[id(t)]
 
     for t in order:
-        for parent in t._inputs:
+        operands = _operand_names(t._fn, len(t._inputs)) if t._fn is not None else ()
+        for name, parent in zip(operands, t._inputs):
             if isinstance(parent, Tensor) and parent.requires_grad:
                 continue  # already added: topological order puts every input first
-            # Tensors and arrays are data; plain Python values (an axis, keepdims) are settings, not drawn
-            if isinstance(parent, (Tensor, np.ndarray)) and id(parent) not in index:
+            # constants are drawn: arrays, and the numbers of arithmetic (the 3 of 3 * x, an operand a or b);
+            # other plain values are settings (axis, keepdims, stride), not nodes
+            number = isinstance(parent, (int, float)) and not isinstance(parent, bool) and name in ("a", "b")
+            if (isinstance(parent, (Tensor, np.ndarray)) or number) and id(parent) not in index:
                 add(parent, label_of.get(id(parent), "const"))
         op = t._fn.__name__ if t._fn is not None else label_of.get(id(t), "leaf")
         if t._fn is not None and id(t) in label_of:

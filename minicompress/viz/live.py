@@ -39,7 +39,7 @@ def pruning_view(axes, model, amount, x, y, layer=1):
     w, mask = module.weight_orig.data, module.weight_mask.data
     accuracy = _accuracy(pruned, x, y)
     a, b = axes
-    a.hist(w.reshape(-1), bins=80, color="0.6")
+    a.hist(w.reshape(-1), bins=80, color="0.6", histtype="stepfilled")
     cut = np.abs(w[mask == 0])
     if cut.size:
         a.axvspan(-cut.max(), cut.max(), color="C3", alpha=0.15)
@@ -62,8 +62,8 @@ def quantization_view(axes, model, bits, per_channel, x, y, layer=1):
     mode = "per channel" if per_channel else "per tensor"
     a, b = axes
     edges = np.linspace(w.min(), w.max(), 80)
-    a.hist(w.reshape(-1), bins=edges, color="0.75", label="float32")
-    a.hist(w_hat.reshape(-1), bins=edges, color="C0", alpha=0.7, label=f"{bits}-bit")
+    a.hist(w.reshape(-1), bins=edges, color="0.75", label="float32", histtype="stepfilled")
+    a.hist(w_hat.reshape(-1), bins=edges, color="C0", alpha=0.7, label=f"{bits}-bit", histtype="stepfilled")
     a.set_yscale("log")
     a.set(xlabel=f"weight of layer {layer}", ylabel="count (log)",
           title=f"{bits} bits {mode}: accuracy {100 * accuracy:.1f}%")
@@ -110,7 +110,7 @@ def binary_view(axes, models, mode, x, y):
     accuracy = _accuracy(model, x, y)
     packed = sum(r["packed_bytes"] + r["scale_bias_bytes"] for r in binary.pack_model(model).size_report())
     a, b = axes
-    a.hist(h.reshape(-1), bins=60, color="C0")
+    a.hist(h.reshape(-1), bins=60, color="C0", histtype="stepfilled")
     a.set(xlabel=f"input of layer {name}" + (" (its sign)" if signed else ""), ylabel="count",
           title=f"{mode}: activations {'+-1' if signed else 'real'}")
     names = list(models)
@@ -154,8 +154,8 @@ def sharing_view(axes, model, bits, x, y, layer=1):
     nbytes = fixed_width_bytes(shared)
     a, b = axes
     edges = np.linspace(before.min(), before.max(), 90)
-    a.hist(before, bins=edges, color="0.75", label="before sharing")
-    a.hist(after, bins=edges, color="C0", alpha=0.8, label=f"after: {len(codebook)} values")
+    a.hist(before, bins=edges, color="0.75", label="before sharing", histtype="stepfilled")
+    a.hist(after, bins=edges, color="C0", alpha=0.8, label=f"after: {len(codebook)} values", histtype="stepfilled")
     a.set_yscale("log")
     a.set(xlabel=f"non-zero weights of layer {layer}", ylabel="count (log)",
           title=f"{bits} bits: accuracy {100 * accuracy:.1f}%")
