@@ -236,7 +236,8 @@ class QATRecorder:
     """``fit`` callback for a model from ``quantization.prepare_qat``: every ``every`` steps, record one fused layer's
     float weights, its scale S (``weight_qparams``), and the accuracy of the fake-quantized model on ``test_loader``.
 
-    frames: dicts with "step", "weights", "scale" (per-tensor S, or channel 0's), "changed" (fraction of weights
+    frames: dicts with "step", "weights", "scale" (per-tensor S, or channel 0's), "scale_all" (every channel's),
+    "changed" (fraction of weights
     whose integer round(w / S) differs from the first frame's), "accuracy".
     """
 
@@ -250,7 +251,8 @@ class QATRecorder:
         s = np.reshape(scale, (-1,) + (1,) * (w.ndim - 1)) if np.ndim(scale) else scale
         q = np.round(w / s)
         changed = float(np.mean(q != self.frames[0]["q"])) if self.frames else 0.0
-        self.frames.append(dict(step=step, weights=w, scale=float(np.ravel(scale)[0]), q=q, changed=changed,
+        self.frames.append(dict(step=step, weights=w, scale=float(np.ravel(scale)[0]), scale_all=np.copy(scale),
+                                q=q, changed=changed,
                                 accuracy=evaluate(model, self.test_loader, progress=False)))
 
     def on_step_end(self, model, step, loss):
@@ -260,7 +262,8 @@ class QATRecorder:
 
 def qat_animation(recorder, name="layer"):
     """Three panels per frame: the staircase x_hat = fake_quantize(x) at this layer's S with its straight-through
-    gradient; the weights of output channel 0 in units of S (grid = integers) as QAT moves them; accuracy (%)."""
+    gradient; all of the layer's weights in units of their channel's S (grid = integers, zoomed on the levels
+    -4..4 where most of them are) as QAT moves them; accuracy (%)."""
     from .. import quantization as Q
     from ..tensor import Tensor
 
@@ -279,11 +282,12 @@ def qat_animation(recorder, name="layer"):
         a.plot(x.data / S, x.grad * qmax, color="C1", lw=1, ls="--", label=f"STE gradient (x {qmax})")
         a.set(xlabel="x / S", ylabel="x_hat / S", title=f"staircase at S = {S:.4f}")
         a.legend(fontsize=7)
-        units = f["weights"].reshape(f["weights"].shape[0], -1)[0] / S
-        b.hist(units, bins=np.arange(np.floor(units.min()) - 0.5, np.ceil(units.max()) + 0.55, 0.1), color="0.5", histtype="stepfilled")
-        for q in range(int(np.floor(units.min())), int(np.ceil(units.max())) + 1):
-            b.axvline(q, color="C0", lw=0.5)
-        b.set(xlabel=f"w / S, {name} channel 0 (grid = integers)", ylabel="count",
+        s = np.reshape(S if np.ndim(f["scale_all"]) == 0 else f["scale_all"], (-1,) + (1,) * (f["weights"].ndim - 1))
+        units = (f["weights"] / s).reshape(-1)
+        b.hist(units, bins=np.arange(-4.5, 4.51, 0.05), color="0.45", histtype="stepfilled")
+        for q in range(-4, 5):
+            b.axvline(q, color="C0", lw=0.6)
+        b.set(xlim=(-4.5, 4.5), xlabel=f"w / S, every weight of {name} (grid = integers)", ylabel="count",
               title=f"step {f['step']}: {100 * f['changed']:.1f}% moved to another level")
         steps = [x["step"] for x in frames[:k + 1]]
         c.plot(steps, [100 * x["accuracy"] for x in frames[:k + 1]], "o-", ms=4)
