@@ -108,7 +108,7 @@ def binary_view(axes, models, mode, x, y):
     if signed:
         h = binary.sign(h)
     accuracy = _accuracy(model, x, y)
-    packed = sum(r["packed_bytes"] + r["scale_bias_bytes"] for r in binary.pack_model(model).size_report())
+    packed = binary.pack_model(model).nbytes  # bits, scales and batch norms: the whole packed model
     a, b = axes
     a.hist(h.reshape(-1), bins=60, color="C0", histtype="stepfilled")
     a.set(xlabel=f"input of layer {name}" + (" (its sign)" if signed else ""), ylabel="count",
