@@ -280,7 +280,8 @@ def qat_animation(recorder, name="layer"):
         y.backward(np.ones_like(x.data))
         a.plot(x.data / S, y.data / S, color="C0", label="x_hat / S")
         a.plot(x.data / S, x.grad * qmax, color="C1", lw=1, ls="--", label=f"STE gradient (x {qmax})")
-        a.set(xlabel="x / S", ylabel="x_hat / S", title=f"staircase at S = {S:.4f}")
+        which = " (channel 0)" if np.ndim(f["scale_all"]) else ""
+        a.set(xlabel="x / S", ylabel="x_hat / S", title=f"staircase at S = {S:.4f}{which}")
         a.legend(fontsize=7)
         s = np.reshape(S if np.ndim(f["scale_all"]) == 0 else f["scale_all"], (-1,) + (1,) * (f["weights"].ndim - 1))
         units = (f["weights"] / s).reshape(-1)
