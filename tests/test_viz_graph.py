@@ -101,3 +101,24 @@ def test_function_source_side_by_side():
 def test_build_graph_refuses_a_constant():
     with pytest.raises(ValueError, match="requires_grad=True"):
         graph.build_graph(mc.tensor(1.0))
+
+
+def test_a_graph_of_about_30_nodes_has_no_overlapping_boxes():
+    import itertools
+    rng = np.random.default_rng(0)
+    x = mc.tensor(rng.normal(size=(1, 3)))
+    W1, b1 = mc.tensor(rng.normal(size=(3, 4)), requires_grad=True), mc.tensor(np.zeros(4), requires_grad=True)
+    W2, b2 = mc.tensor(rng.normal(size=(4, 2)), requires_grad=True), mc.tensor(np.zeros(2), requires_grad=True)
+    h2 = ((x @ W1 + b1).relu() @ W2 + b2).tanh()
+    loss = ((h2 - 1.0) * (h2 - 1.0)).sum() + (W1 * W1).sum() * 0.01 + (W2 * W2).sum() * 0.01
+    loss.backward()
+    names = dict(x=x, W1=W1, b1=b1, W2=W2, b2=b2, loss=loss)
+    assert len(graph.build_graph(loss, names)[0]) == 25
+    ax = graph.draw_graph(loss, names)
+    boxes = [t for t in ax.texts if t.get_text()]
+    renderer = ax.figure.canvas.get_renderer()
+    ax.figure.canvas.draw()
+    extents = [t.get_bbox_patch().get_window_extent(renderer) for t in boxes]
+    assert len(extents) == 25
+    assert not any(a.overlaps(b) for a, b in itertools.combinations(extents, 2))
+    plt.close("all")

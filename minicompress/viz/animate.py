@@ -466,12 +466,9 @@ def deep_compression_animation(recorder, name="layer"):
 def backward_animation(root, names=None):
     """The graph of ``root`` with the gradients filling in, one node per frame (see ``graph.backward_frames``)."""
     frames = graph.backward_frames(root, names)
-    nodes, _ = graph.build_graph(root, names)
-    depth = max(n.depth for n in nodes) + 1
-    rows = max(sum(n.depth == d for n in nodes) for d in range(depth))
 
     def draw(axes, f, k, frames):
         graph.draw_backward_frame(root, f, names, ax=axes[0])
 
-    return Animation(frames, draw, panels=1, panel_size=(min(2.2 * depth + 1, 12), min(1.0 * rows + 1.2, 8)),
+    return Animation(frames, draw, panels=1, panel_size=graph.graph_size(root, names),
                      title="backward: gradients in reverse topological order")

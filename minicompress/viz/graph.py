@@ -41,8 +41,8 @@ def _short(a, digits=4):
     a = np.asarray(a)
     if a.size == 1:
         return f"{float(a.reshape(-1)[0]):.{digits}g}"
-    head = ", ".join(f"{v:.3g}" for v in a.reshape(-1)[:3])
-    return f"{a.shape} [{head}{', ...' if a.size > 3 else ''}]"
+    head = ", ".join(f"{v:.2g}" for v in a.reshape(-1)[:2])
+    return f"{a.shape} [{head}{', ...' if a.size > 2 else ''}]"
 
 
 def _operand_names(fn, count):
@@ -102,48 +102,79 @@ def build_graph(root, names=None):
 # ====================================================================================================================
 
 
+_CHAR_W, _LINE_H = 0.068, 0.14  # inches per character and per line of 8-point monospace text
+
+
+def _labels(nodes, grads):
+    """The text of each box: operation, value and (for nodes that get one) gradient, "?" while unknown."""
+    out = []
+    for i, node in enumerate(nodes):
+        lines = [node.op, f"value {_short(node.value)}"]
+        if node.needs_grad:
+            lines.append(f"grad {_short(grads[i])}" if i in grads else "grad ?")
+        out.append("\n".join(lines))
+    return out
+
+
 def _layout(nodes):
-    """(x, y) per node: x = depth, y spreads the nodes of one column evenly around 0."""
+    """(x, y) in inches per node, and the (width, height) of the drawing.
+
+    Columns by depth, each as wide as its widest box (a gradient takes as many characters as the value of the same
+    shape, so the layout does not move while gradients fill in); in a column, nodes sorted by the mean height of
+    their inputs, which keeps most arrows short and uncrossed; rows one box height apart.
+    """
+    widths = [max(len(node.op), 5 + len(_short(node.value))) * _CHAR_W + 0.25 for node in nodes]
+    pitch = 3 * _LINE_H + 0.35
     columns = {}
     for i, node in enumerate(nodes):
         columns.setdefault(node.depth, []).append(i)
-    xy = {}
-    for depth, members in columns.items():
+    xy, x = {}, 0.0
+    for depth in sorted(columns):
+        members = columns[depth]
+        if depth:
+            members.sort(key=lambda i: np.mean([xy[j][1] for j in nodes[i].inputs]) if nodes[i].inputs else 0)
+        column_width = max(widths[i] for i in members)
         for row, i in enumerate(members):
-            xy[i] = (depth, (len(members) - 1) / 2 - row)
-    return xy
+            xy[i] = (x + column_width / 2, ((len(members) - 1) / 2 - row) * pitch)
+        x += column_width + 0.45  # room for the arrows between columns
+    height = max(len(m) for m in columns.values()) * pitch
+    return xy, (x - 0.45, height)
+
+
+def graph_size(root, names=None):
+    """(width, height) in inches of a figure (or a panel of ``plt.subplots``, whose axes take about 3/4 of it) in
+    which ``draw_graph`` draws the graph below ``root`` at its natural size, so that no two boxes overlap."""
+    _, (w, h) = _layout(build_graph(root, names)[0])
+    return (w + 0.3) / 0.75 + 0.2, (h + 0.2) / 0.75 + 0.3
 
 
 def draw_graph(root, names=None, grads=None, ax=None, title=None):
     """Draw the graph below ``root``: one box per node with its operation, value and gradient; arrows input -> output.
 
     grads: dict node index -> gradient to show (default: each tensor's current ``.grad``; "?" where there is none
-    yet, nothing for constants). Returns the axes.
+    yet, nothing for constants). ``ax``: axes to draw on, ideally of ``graph_size(root)`` inches (a new figure of
+    that size if None). Returns the axes.
     """
     nodes, edges = build_graph(root, names)
     if grads is None:
         grads = {i: n.tensor.grad for i, n in enumerate(nodes) if n.needs_grad and n.tensor.grad is not None}
-    xy = _layout(nodes)
-    width = max(n.depth for n in nodes) + 1
-    height = max(sum(n.depth == d for n in nodes) for d in range(width))
-    if ax is None:
-        _, ax = plt.subplots(figsize=(min(2.3 * width + 1, 16), min(1.1 * height + 1, 12)))
-    for a, b in edges:
-        ax.annotate("", xy=xy[b], xytext=xy[a],
-                    arrowprops=dict(arrowstyle="->", color="0.5", lw=1, shrinkA=24, shrinkB=24))
-    for i, node in enumerate(nodes):
-        lines = [node.op, f"value {_short(node.value)}"]
-        if node.needs_grad:
-            lines.append(f"grad {_short(grads[i])}" if i in grads else "grad ?")
-        color = "#dbe9f6" if node.tensor is not None and getattr(node.tensor, "_fn", None) else "#f2f2f2"
+    xy, (width, height) = _layout(nodes)
+    if ax is None:  # axes of exactly the drawing's size in inches: data units are inches, text fits its box
+        W, H = width + 0.5, height + 0.8
+        ax = plt.figure(figsize=(W, H)).add_axes([0.1 / W, 0.1 / H, (width + 0.3) / W, (height + 0.2) / H])
+    for a, b in set(edges):  # an input used twice (x * x) is one arrow
+        ax.annotate("", xy=xy[b], xytext=xy[a], arrowprops=dict(arrowstyle="->", color="0.5", lw=1, shrinkA=14,
+                                                                 shrinkB=14))
+    for i, (node, text) in enumerate(zip(nodes, _labels(nodes, grads))):
+        color = "#dbe9f6" if getattr(node.tensor, "_fn", None) is not None else "#f2f2f2"
         if node.needs_grad and i in grads:
             color = "#fde0c5"  # gradient known: orange
-        ax.text(*xy[i], "\n".join(lines), ha="center", va="center", fontsize=8, family="monospace",
-                bbox=dict(boxstyle="round,pad=0.35", fc=color, ec="0.4"))
-    ax.set_xlim(-0.6, width - 0.4)
-    ax.set_ylim(-height / 2 - 0.2, height / 2 + 0.2)
+        ax.text(*xy[i], text, ha="center", va="center", fontsize=8, family="monospace",
+                bbox=dict(boxstyle="round,pad=0.3", fc=color, ec="0.4"))
+    ax.set_xlim(-0.15, width + 0.15)
+    ax.set_ylim(-height / 2 - 0.1, height / 2 + 0.1)
     ax.axis("off")
-    ax.set_title(title or f"graph of {len(nodes)} nodes: leaves on the left, the output on the right")
+    ax.set_title(title or f"graph of {len(nodes)} nodes: leaves on the left, the output on the right", fontsize=10)
     return ax
 
 
