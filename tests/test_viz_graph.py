@@ -86,6 +86,15 @@ def test_backward_animation_frames_and_gif(tmp_path):
     from PIL import Image
     with Image.open(path) as im:
         assert im.n_frames == 5
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        anim.gif(path)
+    anim.gif(path, dpi=20, overwrite=True)
+    with pytest.raises(ValueError, match=r"Animation.gif\(fps=0\): must be a number"):
+        anim.gif(tmp_path / "other.gif", fps=0)
+    with pytest.raises(ValueError, match=r"key_frames\(n=0\)"):
+        anim.key_frames(0)
+    with pytest.raises(ValueError, match="no frames were recorded"):
+        animate.Animation([], lambda *a: None, title="empty")
     plt.close("all")
 
 

@@ -61,6 +61,8 @@ class Animation:
 
     def key_frames(self, n=4):
         """The static version: ``n`` key frames, one per row, as one Figure."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"Animation.key_frames(n={n!r}): the number of frames to show must be an int >= 1")
         keys = self.key_frame_indices(n)
         fig, axes = self._figure(len(keys))
         for row, k in zip(axes, keys):
@@ -69,8 +71,14 @@ class Animation:
         fig.tight_layout()
         return fig
 
-    def gif(self, path, fps=2, dpi=50):
-        """Write every frame to the GIF ``path`` (to a temporary file first, then moved into place)."""
+    def gif(self, path, fps=2, dpi=50, overwrite=False):
+        """Write every frame to the GIF ``path`` (to a temporary file first, then moved into place); an existing file
+        is replaced only with ``overwrite=True``. ``fps``: frames per second; ``dpi``: dots per inch (size)."""
+        for name, value in (("fps", fps), ("dpi", dpi)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 < value < 1000:
+                raise ValueError(f"Animation.gif({name}={value!r}): must be a number in (0, 1000)")
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"Animation.gif: {path} exists; pass overwrite=True to replace it")
         fig, axes = self._figure(1)
         folder = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(suffix=".gif", dir=folder)
@@ -101,7 +109,7 @@ class Animation:
                 return f.read()
 
     def show(self, fps=2, dpi=50, key_frames=4):
-        """In a notebook: the GIF, then the key frames as a static picture; returns the GIF's size in bytes."""
+        """In a notebook: the GIF, then the key frames as a static picture (``key_frames`` of them; 0 for none)."""
         from IPython.display import Image, display
 
         data = self.gif_bytes(fps, dpi)
@@ -110,13 +118,6 @@ class Animation:
             fig = self.key_frames(key_frames)
             display(fig)
             plt.close(fig)
-        return len(data)
-
-
-def layer_names(model):
-    """{module: name} for the Linear / Conv2d layers of ``model``, with the name ``named_modules`` gives (e.g. "1"),
-    so that every picture and table calls a layer the same thing: ``layer 1`` is ``model[1]``."""
-    return {m: name for name, m in model.named_modules() if (m, "weight") in pruning.prunable(model)}
 
 
 # ====================================================================================================================
