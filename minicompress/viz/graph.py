@@ -145,7 +145,7 @@ def graph_size(root, names=None):
     """(width, height) in inches of a figure (or a panel of ``plt.subplots``, whose axes take about 3/4 of it) in
     which ``draw_graph`` draws the graph below ``root`` at its natural size, so that no two boxes overlap."""
     _, (w, h) = _layout(build_graph(root, names)[0])
-    return (w + 0.3) / 0.75 + 0.2, (h + 0.2) / 0.75 + 0.3
+    return max((w + 0.3) / 0.75 + 0.2, 5.5), (h + 0.2) / 0.75 + 0.3
 
 
 def draw_graph(root, names=None, grads=None, ax=None, title=None):
@@ -160,17 +160,20 @@ def draw_graph(root, names=None, grads=None, ax=None, title=None):
         grads = {i: n.tensor.grad for i, n in enumerate(nodes) if n.needs_grad and n.tensor.grad is not None}
     xy, (width, height) = _layout(nodes)
     if ax is None:  # axes of exactly the drawing's size in inches: data units are inches, text fits its box
-        W, H = width + 0.5, height + 0.8
-        ax = plt.figure(figsize=(W, H)).add_axes([0.1 / W, 0.1 / H, (width + 0.3) / W, (height + 0.2) / H])
-    for a, b in set(edges):  # an input used twice (x * x) is one arrow
-        ax.annotate("", xy=xy[b], xytext=xy[a], arrowprops=dict(arrowstyle="->", color="0.5", lw=1, shrinkA=14,
-                                                                 shrinkB=14))
+        W, H = max(width + 0.5, 5.5), height + 0.8  # at least as wide as the title
+        left = (W - width - 0.3) / 2
+        ax = plt.figure(figsize=(W, H)).add_axes([left / W, 0.1 / H, (width + 0.3) / W, (height + 0.2) / H])
+    boxes = []
     for i, (node, text) in enumerate(zip(nodes, _labels(nodes, grads))):
         color = "#dbe9f6" if getattr(node.tensor, "_fn", None) is not None else "#f2f2f2"
         if node.needs_grad and i in grads:
             color = "#fde0c5"  # gradient known: orange
-        ax.text(*xy[i], text, ha="center", va="center", fontsize=8, family="monospace",
-                bbox=dict(boxstyle="round,pad=0.3", fc=color, ec="0.4"))
+        boxes.append(ax.text(*xy[i], text, ha="center", va="center", fontsize=8, family="monospace",
+                             bbox=dict(boxstyle="round,pad=0.3", fc=color, ec="0.4")))
+    for a, b in sorted(set(edges)):  # an input used twice (x * x) is one arrow, clipped at both boxes' edges
+        ax.annotate("", xy=xy[b], xytext=xy[a], arrowprops=dict(
+            arrowstyle="-|>", color="0.45", lw=1, mutation_scale=10, shrinkA=1, shrinkB=1,
+            patchA=boxes[a].get_bbox_patch(), patchB=boxes[b].get_bbox_patch()))
     ax.set_xlim(-0.15, width + 0.15)
     ax.set_ylim(-height / 2 - 0.1, height / 2 + 0.1)
     ax.axis("off")
