@@ -41,8 +41,9 @@ def _short(a, digits=4):
     a = np.asarray(a)
     if a.size == 1:
         return f"{float(a.reshape(-1)[0]):.{digits}g}"
-    head = ", ".join(f"{v:.2g}" for v in a.reshape(-1)[:2])
-    return f"{a.shape} [{head}{', ...' if a.size > 2 else ''}]"
+    shown = 3 if a.size == 3 else 2  # a short vector in full, else its first two entries
+    head = ", ".join(f"{v:.2g}" for v in a.reshape(-1)[:shown])
+    return f"{a.shape} [{head}{', ...' if a.size > shown else ''}]"
 
 
 def _operand_names(fn, count):
