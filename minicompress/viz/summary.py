@@ -1,7 +1,7 @@
 """The demo's one-picture summary: every technique placed by compression ratio and test accuracy.
 
-Labels are placed so that none overlaps another label or a point: ``adjustText`` when it is installed (an
-optional extra), otherwise a greedy search over a ring of positions around each point (section 2).
+Labels are placed so that none overlaps another label or a point, by a greedy search over a ring of positions
+around each point (section 2): no extra dependency (the optional ``adjustText`` is not needed).
 """
 
 import itertools
