@@ -18,10 +18,13 @@ def plot_sign_and_ste(variants=STE_VARIANTS, lim=2.0):
     left.plot([0], [1], "o", color="C0")
     left.plot([0], [-1], "o", mfc="white", color="C0")
     left.set_title("forward: sign(x), sign(0) = +1")
-    for variant in variants:
+    # the variants coincide on parts of the axis: wide pale lines behind, thin ones in front, so that none hides
+    styles = [dict(lw=6, alpha=0.35), dict(lw=2.5, ls="--"), dict(lw=1.5), dict(lw=1, ls=":")]
+    for i, variant in enumerate(variants):
         t = Tensor(x, requires_grad=True)
         sign_ste(t, variant).backward(np.ones_like(x))
-        right.plot(x, t.grad, lw=2, label=variant)
+        right.plot(x, t.grad, label=variant, color=f"C{i + 1}", zorder=2 + i, **styles[i % len(styles)])
+    right.set_ylim(-0.1, 2.2)
     right.set_title("backward: gradient passed through")
     right.legend()
     for ax in (left, right):

@@ -74,9 +74,9 @@ def plot_gradient_vs_T(student_logits, teacher_logits, targets, Ts=None):
 
 
 def plot_accuracy_vs_T_alpha(Ts, alphas, accuracy, student_alone=None, teacher=None):
-    """Student test accuracy against T, one line per alpha.
+    """Student test accuracy (drawn in %) against T, one line per alpha.
 
-    accuracy: array (len(alphas), len(Ts)); student_alone and teacher: optional accuracies drawn as
+    accuracy: array (len(alphas), len(Ts)) of fractions in [0, 1]; student_alone and teacher: optional accuracies drawn as
     horizontal reference lines. Returns the Figure.
     """
     accuracy = np.asarray(accuracy, dtype=np.float64)
@@ -85,16 +85,16 @@ def plot_accuracy_vs_T_alpha(Ts, alphas, accuracy, student_alone=None, teacher=N
                          f"(len(alphas), len(Ts)) = ({len(alphas)}, {len(Ts)})")
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for alpha, row in zip(alphas, accuracy):
-        ax.plot(Ts, row, "o-", label=f"alpha = {alpha:g}")
+        ax.plot(Ts, 100 * row, "o-", label=f"alpha = {alpha:g}")
     if student_alone is not None:
-        ax.axhline(student_alone, color="gray", ls="--", label="student on labels alone")
+        ax.axhline(100 * student_alone, color="gray", ls="--", label="student on labels alone")
     if teacher is not None:
-        ax.axhline(teacher, color="black", ls=":", label="teacher")
+        ax.axhline(100 * teacher, color="black", ls=":", label="teacher")
     ax.set_xscale("log")
     ax.set_xticks(Ts)
     ax.set_xticklabels([f"{T:g}" for T in Ts])
     ax.set_xlabel("temperature T")
-    ax.set_ylabel("student test accuracy")
+    ax.set_ylabel("student test accuracy (%)")
     ax.set_title("Distilled student: accuracy against T and alpha")
     ax.legend(fontsize=8)
     fig.tight_layout()

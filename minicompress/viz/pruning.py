@@ -52,25 +52,26 @@ def plot_mask(mask, ax=None, title=None):
 
 
 def plot_sensitivity(rows, ax=None, title="sensitivity: each layer pruned alone"):
-    """Accuracy against sparsity, one line per layer, from `pruning.sensitivity_analysis` rows."""
+    """Accuracy (%) against sparsity (%), one line per layer, from `pruning.sensitivity_analysis` rows."""
     ax = _axes(ax)
     for layer in dict.fromkeys(r["layer"] for r in rows):
-        points = sorted((r["sparsity"], r["accuracy"]) for r in rows if r["layer"] == layer)
-        ax.plot(*zip(*points), marker="o", label=layer)
-    ax.set_xlabel("sparsity of the layer")
-    ax.set_ylabel("accuracy")
+        points = sorted((100 * r["sparsity"], 100 * r["accuracy"]) for r in rows if r["layer"] == layer)
+        ax.plot(*zip(*points), marker="o", label=f"layer {layer.split('.')[0]} ({layer})")
+    ax.set_xlabel("sparsity of the layer (%)")
+    ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.legend(fontsize=8)
     return ax
 
 
 def plot_accuracy_vs_sparsity(curves, ax=None, title="accuracy against sparsity"):
-    """curves: dict label -> list of (sparsity, accuracy) points, e.g. one-shot vs iterative vs gradual."""
+    """curves: dict label -> list of (sparsity, accuracy) points as fractions, e.g. one-shot vs iterative vs gradual;
+    drawn in percent."""
     ax = _axes(ax)
     for label, points in curves.items():
-        ax.plot(*zip(*sorted(points)), marker="o", label=label)
-    ax.set_xlabel("sparsity (fraction of weights pruned)")
-    ax.set_ylabel("accuracy")
+        ax.plot(*zip(*sorted((100 * s, 100 * a) for s, a in points)), marker="o", label=label)
+    ax.set_xlabel("sparsity (% of weights pruned)")
+    ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.legend(fontsize=8)
     return ax
