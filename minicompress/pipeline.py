@@ -188,13 +188,21 @@ def dense_bytes(model):
 def prune_and_finetune(model, train_loader, sparsity, rounds=3, epochs_per_round=1, lr=0.01, progress=False):
     """Iterative magnitude pruning (Han et al. 2015): ``rounds`` times, prune every Linear / Conv2d layer a step
     closer to ``sparsity`` (a float, or one per layer) and fine-tune with SGD, the learning rate annealed from
-    ``lr`` to 0 within each round (cosine). The masks stay in place."""
+    ``lr`` to 0 within each round (cosine); ``epochs_per_round=0`` prunes without fine-tuning. The masks stay in
+    place."""
+    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
+        raise ValueError(f"prune_and_finetune(rounds={rounds!r}): expected an integer >= 1")
+    if isinstance(epochs_per_round, bool) or not isinstance(epochs_per_round, (int, np.integer)) \
+            or epochs_per_round < 0:
+        raise ValueError(f"prune_and_finetune(epochs_per_round={epochs_per_round!r}): expected an integer >= 0")
     layers = pruning.prunable(model)
     targets = [sparsity] * len(layers) if np.isscalar(sparsity) else list(sparsity)
     for r in range(1, rounds + 1):
         # equal steps in density (log space): each round keeps the same fraction of what is left
         step = [1 - (1 - s) ** (r / rounds) for s in targets]
         pruning.prune_to_sparsity(layers, step)
+        if not epochs_per_round:
+            continue
         opt = SGD(model.parameters(), lr=lr, momentum=0.9)
         fit(model, train_loader, epochs_per_round, opt, scheduler=CosineAnnealingLR(opt, epochs_per_round),
             progress=progress, desc=f"Deep Compression: prune round {r}/{rounds}, fine-tune")

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minicompress as mc
-from minicompress import checkpoint, data, models, nn, pipeline, quantization
+from minicompress import checkpoint, data, models, nn, pipeline, pruning, quantization
 from minicompress.train import fit
 
 
@@ -126,3 +126,18 @@ def test_fixed_width_bytes_by_hand():
     model[1].weight.data[...] = np.array([[0.5, 0, 0, 0], [0, -0.5, 0, 0]], dtype=np.float32)
     quantization.share_weights(model[1], bits=1)
     assert pipeline.fixed_width_bytes(model) == 2 + 8
+
+
+def test_prune_and_finetune_with_zero_epochs_prunes_without_training():
+    model = models.lenet300_100()
+    x, y = data.load_mnist()
+    loader = data.DataLoader(x[:64], y[:64], 32)
+    before = [p.data.copy() for p in model.parameters()]
+    pipeline.prune_and_finetune(model, loader, 0.5, rounds=2, epochs_per_round=0)
+    for (module, name), w0 in zip(pruning.prunable(model), before[::2]):
+        w = getattr(module, name).data
+        assert np.isclose((w == 0).mean(), 0.5, atol=1e-3)  # the target sparsity, reached in the last round
+        np.testing.assert_array_equal(w[w != 0], w0[w != 0])  # survivors untouched: no fine-tuning ran
+    for bad in ({"rounds": 0}, {"epochs_per_round": -1}, {"rounds": 1.5}, {"epochs_per_round": True}):
+        with pytest.raises(ValueError, match="prune_and_finetune"):
+            pipeline.prune_and_finetune(model, loader, 0.5, **bad)
