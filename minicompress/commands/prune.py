@@ -15,7 +15,7 @@ from pathlib import Path
 
 from minicompress import checkpoint, optim, train
 from minicompress import pruning as prune
-from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders, positive_float
+from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders, positive_float, size_change
 
 METHODS = ("l1", "global", "structured")
 
@@ -77,7 +77,7 @@ def run(args):
         bytes_after, how = prune.sparse_size(deployed)[-1]["bytes"], "sparse payload, smallest format per tensor"
     print(f"test accuracy: before {before:.2%}, after {after:.2%} ({description})")
     print(f"bytes: before {bytes_before:,} (dense float32), after {bytes_after:,} ({how}), "
-          f"{bytes_before / max(bytes_after, 1):.1f}x smaller")
+          f"{size_change(bytes_before, bytes_after)}")
     if args.out:
         if args.method == "structured" and getattr(deployed, "spec", None):
             checkpoint.save(deployed, args.out, meta={"dataset": dataset})

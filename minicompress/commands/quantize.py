@@ -16,7 +16,7 @@ from pathlib import Path
 
 from minicompress import checkpoint, optim, train
 from minicompress import quantization as Q
-from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders, positive_float, positive_int
+from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders, positive_float, positive_int, size_change
 
 MODES = ("dynamic", "static", "qat")
 
@@ -82,7 +82,7 @@ def run(args):
     print(f"{args.mode} {args.bits}-bit {scheme} quantization of {getattr(model, 'spec', 'the model')}")
     print(f"test accuracy: before {before:.2%}, after {after:.2%} ({description})")
     print(f"bytes: before {dense:,} (dense float32), after {stored:,} (integers + scales + zero points), "
-          f"{dense / stored:.1f}x smaller")
+          f"{size_change(dense, stored)}")
     if args.out:
         Q.save_quantized(qmodel, args.out)  # load with minicompress.quantization.load_quantized
         print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes on disk)")
