@@ -15,6 +15,7 @@ from pathlib import Path
 
 from minicompress import checkpoint, optim, train
 from minicompress import pruning as prune
+from minicompress.commands._paths import add_force_argument, check_output
 from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders, positive_float, size_change
 
 METHODS = ("l1", "global", "structured")
@@ -30,6 +31,7 @@ def add_parser(subparsers):
     p.add_argument("--lr", type=positive_float, default=0.005,
                    help="fine-tuning learning rate, SGD with momentum 0.9 (default 0.005)")
     p.add_argument("--out", type=Path, default=None, help="write the pruned model here (.npz)")
+    add_force_argument(p)
     add_data_arguments(p, default_dataset=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -55,7 +57,8 @@ def run(args):
         raise ValueError(f"--amount {args.amount}: must be a fraction in [0, 1]")
     if args.finetune_epochs < 0:
         raise ValueError(f"--finetune-epochs {args.finetune_epochs}: must be >= 0")
-    model = checkpoint.load(args.checkpoint)
+    check_output(args.out, [args.checkpoint], args.force)
+    model = checkpoint.load(args.checkpoint, kind="model")
     meta = model.checkpoint_meta
     dataset = args.dataset or (meta.get("dataset") if meta.get("dataset") in DATASETS else "mnist")
     x, y, xt, yt, description = load_dataset(dataset, args.data_dir)
@@ -80,9 +83,9 @@ def run(args):
           f"{size_change(bytes_before, bytes_after)}")
     if args.out:
         if args.method == "structured" and getattr(deployed, "spec", None):
-            checkpoint.save(deployed, args.out, meta={"dataset": dataset})
+            checkpoint.save(deployed, args.out, meta={"dataset": dataset}, overwrite=args.force)
         else:
-            prune.save_sparse(model, args.out)          # load with minicompress.pruning.load_sparse
+            prune.save_sparse(model, args.out, overwrite=args.force)          # load with minicompress.pruning.load_sparse
         print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes on disk)")
     return 0
 
