@@ -43,10 +43,13 @@ FORMAT = "minicompress"
 VERSION = 2
 META_KEY = "__meta__"
 
-# Sane maxima, checked before anything is allocated. The zoo's largest model has 431,080 parameters; a file
-# declaring more than MAX_ELEMENTS entries in one tensor, or MAX_FILE_BYTES of arrays in all, is refused.
+# Sane maxima, checked before anything is allocated. The zoo's largest model has 431,080 parameters (1.7 MB);
+# a file declaring more than MAX_ELEMENTS entries in one tensor or MAX_FILE_BYTES of arrays in all is refused,
+# and so is a zip whose arrays would expand to more than MAX_EXPANSION times the file's size (+ 16 MB): a small
+# file must not be able to claim a lot of memory (minicompress writes its files uncompressed, ratio 1).
 MAX_ELEMENTS = 2**26           # 67 million entries: 256 MB as float32
-MAX_FILE_BYTES = 2**30         # all arrays of one file together, uncompressed
+MAX_FILE_BYTES = 2**28         # all arrays of one file together, uncompressed: 256 MB
+MAX_EXPANSION = 64
 MAX_META_BYTES = 2**24         # the JSON metadata
 MAX_META_DEPTH = 16            # nesting of JSON lists / dicts
 MAX_MEMBERS = 100_000          # arrays in one file
@@ -248,7 +251,7 @@ def _read_arrays(path: Path, where: str) -> dict:
         if len(infos) > MAX_MEMBERS or len(set(names)) != len(names):
             raise CheckpointError(f"{where}: {len(infos)} zip entries, {len(infos) - len(set(names))} of them "
                                   "duplicated names")
-        total = 0
+        total, limit = 0, min(MAX_FILE_BYTES, MAX_EXPANSION * path.stat().st_size + 2**24)
         for info in infos:
             if not info.filename.endswith(".npy"):
                 raise CheckpointError(f"{where}: zip entry {info.filename!r} is not an array (.npy)")
@@ -258,9 +261,9 @@ def _read_arrays(path: Path, where: str) -> dict:
             if info.flag_bits & 0x1:
                 raise CheckpointError(f"{where}: array {info.filename[:-4]!r} is encrypted")
             total += info.file_size
-            if total > MAX_FILE_BYTES:
-                raise CheckpointError(f"{where}: the zip directory declares more than {MAX_FILE_BYTES:,} bytes of "
-                                      "arrays; refused before reading")
+            if total > limit:
+                raise CheckpointError(f"{where}: the zip directory declares more than {limit:,} bytes of arrays "
+                                      f"for a file of {path.stat().st_size:,} bytes; refused before reading")
         return {info.filename[:-4]: _read_member(zf, info, where) for info in infos}
 
 
