@@ -219,12 +219,14 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.n
     name = info.filename[:-4]
     with zf.open(info) as f:
         version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
+        if version not in ((1, 0), (2, 0)):
             raise CheckpointError(f"{where}: array {name!r} has .npy format {version}, expected 1.0 or 2.0")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        try:
+            shape, fortran, dtype = read_header(f)
+        except Exception as exc:  # the header is a Python literal: a corrupt one fails in many ways (TokenError...)
+            raise CheckpointError(f"{where}: array {name!r} has a corrupt .npy header ({type(exc).__name__}: "
+                                  f"{exc})") from None
         if dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None or dtype.subdtype is not None:
             raise CheckpointError(f"{where}: array {name!r} has dtype {dtype}; only bool, integer and float arrays "
                                   "are allowed")
