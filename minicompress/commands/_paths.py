@@ -53,6 +53,8 @@ def check_output(out, inputs=(), force: bool = False, option: str = "--out", fol
         if out.exists() and not force:
             raise CLIError(f"{option} {out}: exists already; pass --force to replace it")
         parent = out.parent
+    if parent.exists() and not parent.is_dir():
+        raise CLIError(f"{option} {out}: {parent} is a file, not a folder")
     if not parent.is_dir():
         raise CLIError(f"{option} {out}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
