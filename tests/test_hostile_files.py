@@ -279,6 +279,18 @@ def test_an_npy_header_declaring_a_huge_array_is_refused_before_allocating(tmp_p
     _refused_fast(checkpoint.load, tmp_path / "s.npz", CheckpointError, "4,000,000 bytes.*but holds 64 bytes")
 
 
+@pytest.mark.parametrize("kind,change,message", [
+    ("model", _meta_path(["spec"], "mlp:784-100000-100000-10"), "declares 10,079,600,010 parameters, more than"),
+    ("model", _meta_path(["spec"], "mlp:784-8000-8000-10"), "declares 70,368,010 parameters, more than"),
+    ("model", _meta_path(["spec"], "mlp:784-5000-10"), "has 3,975,010 parameters but the file holds 9,550"),
+    ("pruned", _meta_path(["tensors", 1, "shape"], [100000, 100000]), "10,000,000,000 entries, more than"),
+    ("quantized", _layer_config(2, "weight_shape", [100000, 100000]), "10,000,000,000 entries, more than"),
+    ("compressed", _meta_path(["layers", "1", "shape"], [100000, 100000]), "10,000,000,000 entries, more than"),
+])
+def test_declared_sizes_are_checked_before_allocating(copy_of, kind, change, message):
+    _refused_fast(checkpoint.load, rewrite(copy_of(kind), change), CheckpointError, message)
+
+
 def test_a_deflate_bomb_is_refused_from_the_zip_directory(tmp_path, files):
     path = tmp_path / "bomb.npz"
     with zipfile.ZipFile(files["model"]) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
