@@ -95,6 +95,7 @@ def _removed_on_sigterm(tmp: Path):
 
     def handler(signum, frame):
         tmp.unlink(missing_ok=True)
+        sys.stdout.flush()
         sys.stderr.write(f"minicompress: terminated while writing {tmp.name}; the temporary file was removed\n")
         os._exit(128 + signum)
 
@@ -437,6 +438,7 @@ def load(path, kind: str | None = None, **options):
     build = builder(meta["kind"], where)
     try:
         model = build(arrays, meta, where, **options)
+        _probe(model, where)
     except CheckpointError:
         raise
     except _BUILD_ERRORS as exc:
@@ -445,6 +447,37 @@ def load(path, kind: str | None = None, **options):
     with contextlib.suppress(AttributeError):
         model.checkpoint_meta, model.checkpoint_kind = meta, meta["kind"]
     return model
+
+
+def _probe(model, where: str) -> None:
+    """Run the rebuilt model once on a zero input of the shape its spec takes (eval mode, no gradient), so that
+    layers that do not fit together, or a model computing NaN, fail here and not in the middle of an evaluation."""
+    spec = getattr(model, "spec", None)
+    kind, _, rest = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if kind in ("mlp", "binary_mlp"):
+        first = rest.split("-")[0]
+        if not first.isdigit() or not 0 < int(first) <= 2**20:
+            raise CheckpointError(f"{where}: spec {spec!r} does not start with an input size in [1, 2^20]")
+        x = np.zeros((1, int(first)), np.float32)
+    elif spec in ("lenet300_100", "lenet5", "lenet5_caffe"):
+        x = np.zeros((1, 1, 28, 28), np.float32)
+    else:
+        return  # a model built by hand: its input shape is unknown
+    from minicompress.tensor import Tensor, no_grad
+
+    training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        with no_grad():
+            out = model(x)
+    finally:
+        if hasattr(model, "train"):
+            model.train(training)
+    out = np.asarray(out.data if isinstance(out, Tensor) else out)
+    if out.ndim != 2 or out.shape[0] != 1 or not np.isfinite(out).all():
+        raise CheckpointError(f"{where}: the rebuilt model maps a zero input to {out.shape} {out.ravel()[:3]}, "
+                              "not finite logits")
 
 
 # ====================================================================================================================
@@ -465,7 +498,7 @@ def save(model, path, meta: dict | None = None, overwrite: bool = True) -> Path:
     return write_npz(path, model.state_dict(), header, overwrite=overwrite)
 
 
-def build_zoo_model(spec, arrays: dict, where: str):
+def build_zoo_model(spec, where: str):
     """models.from_spec(spec), refusing a spec whose parameters the file's arrays could not even hold (a tiny file
     declaring huge layers must not allocate gigabytes)."""
     from minicompress import models
@@ -483,7 +516,7 @@ def build_zoo_model(spec, arrays: dict, where: str):
 
 
 def _build_model(arrays, meta, where):
-    model, needed = build_zoo_model(meta.get("spec"), arrays, where)
+    model, needed = build_zoo_model(meta.get("spec"), where)
     present = sum(a.size for a in arrays.values())
     if present < needed:
         raise CheckpointError(f"{where}: spec {meta['spec']!r} has {needed:,} parameters but the file holds "

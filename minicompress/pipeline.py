@@ -198,9 +198,13 @@ def load_compressed(path):
 
 def _build(arrays, meta, where):
     """checkpoint builder of kind "deep_compression": every layer checked, then decode_model."""
-    model, _ = checkpoint.build_zoo_model(meta.get("spec"), arrays, where)
+    model, _ = checkpoint.build_zoo_model(meta.get("spec"), where)
     modules = dict(model.named_modules())
-    for name, info in checkpoint.field(meta, "layers", dict, where).items():
+    layers = checkpoint.field(meta, "layers", dict, where)
+    stray = [k for k in arrays if "/" in k and k.split(".weight/", 1)[0] not in layers]
+    if stray:
+        raise checkpoint.CheckpointError(f"{where}: arrays {stray[:5]} belong to no layer")
+    for name, info in layers.items():
         at = f"{where}: layer {name!r}"
         target = modules.get(name)
         if not isinstance(target, (nn.Linear, nn.Conv2d)) or not isinstance(info, dict):

@@ -713,7 +713,7 @@ def _check_sparse(fmt, parts, shape, dtype, where):
 def _build_sparse(arrays, meta, where, model=None):
     """checkpoint builder of kind "pruned" (see save_sparse)."""
     if model is None:
-        model, _ = checkpoint.build_zoo_model(meta.get("spec"), arrays, where)
+        model, _ = checkpoint.build_zoo_model(meta.get("spec"), where)
     tensors = checkpoint.field(meta, "tensors", list, where)
     own = {k.removesuffix("_orig"): v.shape for k, v in model.state_dict().items() if not k.endswith("_mask")}
     state, used = {}, set()

@@ -1455,7 +1455,7 @@ def _build_quantized(arrays, meta, where):
     mode = c.field(meta, "mode", str, where)
     layers = c.field(meta, "layers", list, where)
     if mode == "dynamic":
-        model, _ = c.build_zoo_model(meta.get("spec"), arrays, where)
+        model, _ = c.build_zoo_model(meta.get("spec"), where)
         modules = dict(model.named_modules())
         state = {k[len("float."):]: v for k, v in arrays.items() if k.startswith("float.")}
         c.check_finite_arrays(state, where)

@@ -185,6 +185,9 @@ CRAFTED = [
     ("binary", _meta_path(["layers", 1, "in_features"], True), "must be ints"),
     ("binary", _meta_path(["layers", 2, "num_features"], 10**9), "must be ints"),
     ("binary", _meta_path(["layers", 0, "type"], "Conv9d"), "unknown layer type"),
+    # 15 inputs fit the same 2 bytes per row as 16: only running the layers shows they do not fit together
+    ("binary", _meta_path(["layers", 3, "in_features"], 15), r"PackedBinaryLinear\(in_features=15\): expected input"),
+    ("binary", _meta_path(["spec"], "binary_mlp:99999999999-10"), "does not start with an input size"),
 ]
 
 
