@@ -697,6 +697,8 @@ def _check_config(cfg, state, where):
 def _build(arrays, meta, where):
     """checkpoint builder of kind "binary" (see save)."""
     packed_types = {cls.__name__: cls for cls in _PACKED.values()}
+    if "spec" in meta:
+        checkpoint.field(meta, "spec", str, where, allow_none=True)
     layers, used = [], set()
     for i, cfg in enumerate(checkpoint.field(meta, "layers", list, where)):
         at = f"{where}: layers[{i}]"

@@ -1437,6 +1437,9 @@ def _check_layer(layer, arrays, where):
         shape = c.shape_field(config, "weight_shape", where)
         if c.field(config, "weight_dtype", str, where) not in _INT_DTYPES:
             raise c.CheckpointError(f"{where}: weight_dtype {config['weight_dtype']!r} is not an integer dtype")
+        declared = config.get("weight_bits", config.get("bits"))
+        if declared != bits:
+            raise c.CheckpointError(f"{where}: weights packed at {bits} bits but declared {declared!r}-bit")
         packed = c.array(arrays, "weight_packed", where, kinds="u", ndim=1)
         n = math.prod(shape) * bits
         if packed.dtype != np.uint8 or packed.size != -(-n // 8) or np.unpackbits(packed)[n:].any():
@@ -1454,6 +1457,8 @@ def _build_quantized(arrays, meta, where):
 
     mode = c.field(meta, "mode", str, where)
     layers = c.field(meta, "layers", list, where)
+    if "spec" in meta:
+        c.field(meta, "spec", str, where, allow_none=True)
     if mode == "dynamic":
         model, _ = c.build_zoo_model(meta.get("spec"), where)
         modules = dict(model.named_modules())
@@ -1462,6 +1467,8 @@ def _build_quantized(arrays, meta, where):
         for i, layer in enumerate(layers):
             at = f"{where}: layers[{i}]"
             name = c.field(layer, "name", str, at)
+            if c.field(layer, "type", str, at) != "DynamicQuantizedLinear":
+                raise c.CheckpointError(f"{at}: type {layer['type']!r}, expected 'DynamicQuantizedLinear'")
             linear = modules.get(name)
             if not isinstance(linear, nn.Linear) or not name:
                 raise c.CheckpointError(f"{at}: {name!r} is not a Linear layer of {meta['spec']!r}")
@@ -1477,7 +1484,7 @@ def _build_quantized(arrays, meta, where):
         return model.eval()
     if mode != "integer":
         raise c.CheckpointError(f"{where}: metadata field 'mode' = {mode!r} must be 'dynamic' or 'integer'")
-    mods, expected = [], None  # expected: the (S, Z) the next integer layer must have been built for
+    mods, expected = [], None  # expected: the (S, Z, qmin, qmax) the next integer layer must have been built for
     for i, layer in enumerate(layers):
         at = f"{where}: layers[{i}]"
         kind = c.field(layer, "type", str, at)
@@ -1488,16 +1495,23 @@ def _build_quantized(arrays, meta, where):
         parts = part(f"{i}.")
         _check_layer(layer, parts, at)
         m = _import_module(_INTEGER_MODULES[kind], parts, layer["config"])
+        if isinstance(m, (Quantize, _IntegerLayer)):
+            zero_point = m.zero_point if isinstance(m, Quantize) else m.output_zero_point
+            if not m.qmin <= zero_point <= m.qmax:
+                raise c.CheckpointError(f"{at}: zero point {zero_point} outside [{m.qmin}, {m.qmax}]")
         if isinstance(m, Quantize):
-            expected = (m.scale, m.zero_point)
+            expected = (m.scale, m.zero_point, m.qmin, m.qmax)
         elif isinstance(m, _IntegerLayer):
             if m.weight_scale.size not in (1, m.weight_q.shape[0]) or (
                     m.bias_q is not None and m.bias_q.shape != (m.weight_q.shape[0],)):
                 raise c.CheckpointError(f"{at}: scales or bias do not match {m.weight_q.shape[0]} output channels")
-            if expected is not None and expected != (m.input_scale, m.input_zero_point):
+            if expected is not None and expected[:2] != (m.input_scale, m.input_zero_point):
                 raise c.CheckpointError(f"{at}: built for inputs (S={m.input_scale}, Z={m.input_zero_point}) but "
                                         f"the layer before outputs (S={expected[0]}, Z={expected[1]})")
-            expected = (m.output_scale, m.output_zero_point)
+            if expected is not None and expected[2:] != (m.qmin, m.qmax):
+                raise c.CheckpointError(f"{at}: integer range [{m.qmin}, {m.qmax}] but the layer before outputs "
+                                        f"[{expected[2]}, {expected[3]}]")
+            expected = (m.output_scale, m.output_zero_point, m.qmin, m.qmax)
         mods.append(m)
     used = {k for k in arrays if k.split(".", 1)[0] in {str(i) for i in range(len(layers))}}
     if set(arrays) - used:

@@ -92,3 +92,58 @@ def test_an_edited_gzip_idx_file_reads_exactly_or_fails_with_idx_error(originals
     finally:
         path.unlink()
         path.parent.rmdir()
+
+
+# ---- crafted files: hostile values written with a valid digest, as a forger who read this code would ----------------
+
+HOSTILE_VALUES = [True, False, -1, 0, 3, 2**40, -2**40, 1e308, 0.5, "x", "", None, [], {}, [2**31, 2**31], [-1]]
+
+
+def _leaves(value, path=()):
+    """Every (path, value) of a JSON document, containers included."""
+    yield path, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield from _leaves(child, path + (key,))
+
+
+def _hostile_array(a, how):
+    """One of ten hostile replacements of an array: reshaped, empty, another dtype, negated, huge, extreme, doubled."""
+    extreme = np.iinfo(a.dtype).max if a.dtype.kind in "iu" else True if a.dtype.kind == "b" else np.nan
+    variants = [lambda: a.ravel(), lambda: a.ravel()[:0], lambda: a.astype(np.float64), lambda: a.astype(np.int8),
+                lambda: a.astype(bool), lambda: -a, lambda: a * 1e30, lambda: np.full_like(a, extreme),
+                lambda: a.T.copy(), lambda: np.concatenate([a.ravel(), a.ravel()])]
+    with np.errstate(all="ignore"):
+        return variants[how % len(variants)]()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edit_meta=st.booleans(), pick=st.integers(0, 10**6), value=st.sampled_from(HOSTILE_VALUES),
+       how=st.integers(0, 9))
+def test_a_crafted_file_with_a_valid_digest_fails_with_checkpoint_error_or_runs(originals, kind, edit_meta, pick,
+                                                                                  value, how):
+    import time
+
+    path = _write(originals[kind][0])
+    arrays, meta = checkpoint.read_npz(path)
+    if edit_meta:
+        leaves = [p for p, _ in _leaves(meta) if p and p[0] not in ("format", "version", "kind")]
+        *parent, last = leaves[pick % len(leaves)]
+        target = meta
+        for key in parent:
+            target = target[key]
+        target[last] = value
+    else:
+        key = sorted(arrays)[pick % len(arrays)]
+        arrays[key] = _hostile_array(arrays[key], how)
+    checkpoint.write_npz(path, arrays, meta)
+    start = time.perf_counter()
+    try:
+        checkpoint.load(path)  # success means the probe forward pass gave finite logits
+    except checkpoint.CheckpointError as exc:
+        assert str(path) in str(exc)
+    finally:
+        path.unlink()
+        path.parent.rmdir()
+    assert time.perf_counter() - start < 2
