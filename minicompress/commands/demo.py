@@ -179,7 +179,7 @@ def write_report(out_dir: Path, rows: list[dict], settings: str) -> Path:
     return path
 
 
-REPORT_FILES = ("report.md", "summary.png", "baseline.npz")
+REPORT_FILES = ("report.md", "summary.png", "baseline.npz", "deep_compression.npz")  # what a run writes in --out
 
 
 def run(args):
