@@ -106,7 +106,7 @@ def _removed_on_sigterm(tmp: Path):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _temporary(path: Path) -> tuple[int, Path]:
+def temporary_file(path: Path) -> tuple[int, Path]:
     """A new file next to `path`, created with mode 0666 minus the umask (mkstemp would give 0600)."""
     for attempt in range(100):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{attempt}.tmp")
@@ -129,7 +129,7 @@ def atomic_write(path, write, overwrite: bool = True) -> Path:
         raise FileExistsError(errno.EEXIST, "exists already (pass --force / overwrite=True to replace it)",
                               str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temporary(path)
+    fd, tmp = temporary_file(path)
     try:
         with _removed_on_sigterm(tmp):
             with os.fdopen(fd, "wb") as f:

@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import math
 import os
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -240,8 +239,9 @@ def download(url: str, folder, md5: str | None = None, opener=urllib.request.url
     target = folder / url.rstrip("/").rsplit("/", 1)[-1]
     if target.is_file() and (md5 is None or _decompressed_md5(target) == md5):
         return target
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=folder)
-    tmp = Path(tmp_name)
+    from minicompress.checkpoint import temporary_file
+
+    fd, tmp = temporary_file(target)  # mode 0666 minus the umask, as any downloaded file (mkstemp: 0600)
     try:
         with os.fdopen(fd, "wb") as out, opener(url) as response:
             for block in iter(lambda: response.read(1 << 20), b""):

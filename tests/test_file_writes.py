@@ -96,3 +96,16 @@ def test_cli_turns_any_oserror_into_one_line(monkeypatch, capsys, error, expecte
     assert cli.main(["train", "--out", "x.npz"]) == 2
     err = capsys.readouterr().err
     assert err == f"minicompress train: error: {expected}\n"
+
+
+def test_a_downloaded_dataset_file_follows_the_umask(tmp_path):
+    from minicompress import data
+
+    src = tmp_path / "x.gz"
+    src.write_bytes(b"abc")
+    old = os.umask(0o022)
+    try:
+        path = data.download(src.as_uri(), tmp_path / "cache")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644 and os.listdir(tmp_path / "cache") == ["x.gz"]
