@@ -52,7 +52,7 @@ MAX_FILE_BYTES = 2**28         # all arrays of one file together, uncompressed: 
 MAX_EXPANSION = 64
 MAX_META_BYTES = 2**24         # the JSON metadata
 MAX_META_DEPTH = 16            # nesting of JSON lists / dicts
-MAX_MEMBERS = 100_000          # arrays in one file
+MAX_MEMBERS = 10_000           # arrays in one file (the largest file written holds about 50)
 _ALLOWED_KINDS = "biuf"        # bool, signed / unsigned integers, floats: no complex, strings, objects, records
 
 
@@ -251,9 +251,10 @@ def _read_arrays(path: Path, where: str) -> dict:
     with zipfile.ZipFile(path) as zf:
         infos = zf.infolist()
         names = [info.filename for info in infos]
-        if len(infos) > MAX_MEMBERS or len(set(names)) != len(names):
-            raise CheckpointError(f"{where}: {len(infos)} zip entries, {len(infos) - len(set(names))} of them "
-                                  "duplicated names")
+        if len(infos) > MAX_MEMBERS:
+            raise CheckpointError(f"{where}: {len(infos):,} zip entries, more than the {MAX_MEMBERS:,} allowed")
+        if len(set(names)) != len(names):
+            raise CheckpointError(f"{where}: {len(names) - len(set(names))} zip entries repeat a name")
         total, limit = 0, min(MAX_FILE_BYTES, MAX_EXPANSION * path.stat().st_size + 2**24)
         for info in infos:
             if not info.filename.endswith(".npy"):

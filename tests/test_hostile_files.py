@@ -252,6 +252,19 @@ def test_nan_in_metadata_is_refused_on_write_and_read(tmp_path):
         checkpoint.load(path)
 
 
+def test_too_many_or_repeated_zip_entries_are_refused(tmp_path, files, monkeypatch):
+    path = tmp_path / "twice.npz"
+    with zipfile.ZipFile(files["model"]) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            dst.writestr("1.bias.npy", src.read("1.bias.npy"))  # one name twice: which copy counts is ambiguous
+    with pytest.raises(CheckpointError, match="1 zip entries repeat a name"):
+        checkpoint.load(path)
+    monkeypatch.setattr(checkpoint, "MAX_MEMBERS", 3)
+    _refused_fast(checkpoint.load, files["model"], CheckpointError, "5 zip entries, more than the 3 allowed")
+
+
 def test_an_unknown_zip_compression_method_is_refused(tmp_path, files):
     path = tmp_path / "lzma.npz"
     with zipfile.ZipFile(files["model"]) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_LZMA) as dst:
