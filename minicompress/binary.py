@@ -18,9 +18,9 @@ Read in this order:
 
 import numpy as np
 
+from . import checkpoint, nn
 from . import functional as F
-from . import nn
-from .checkpoint import CheckpointError, read_npz, write_npz
+from .checkpoint import CheckpointError
 from .tensor import Function, Tensor, default_rng, no_grad
 
 STE_VARIANTS = ("ste", "identity", "approxsign")
@@ -654,7 +654,7 @@ def pack_model(model):
     return PackedBinaryModel(layers, getattr(model, "spec", None))
 
 
-def save(packed, path):
+def save(packed, path, overwrite=True):
     """Write a ``PackedBinaryModel`` with ``checkpoint.write_npz`` (kind "binary"): bits stay uint8, everything
     else float32; the layer list goes into the JSON meta."""
     arrays, layers = {}, []
@@ -667,18 +667,48 @@ def save(packed, path):
             layers.append({"type": name, **_KEPT[name][1](m)})
             state = m.state_dict()
         arrays.update({f"{i}.{key}": value for key, value in state.items()})
-    write_npz(path, arrays, {"kind": "binary", "spec": packed.spec, "layers": layers})
+    checkpoint.write_npz(path, arrays, {"kind": "binary", "spec": packed.spec, "layers": layers}, overwrite=overwrite)
 
 
 def load(path):
     """Read a ``PackedBinaryModel`` written by ``save``; a file whose layers do not fit raises CheckpointError."""
-    arrays, meta = read_npz(path, kind="binary")
+    return checkpoint.load(path, kind="binary")
+
+
+def _check_config(cfg, state, where):
+    """Every constructor argument a number of the right type and size, before a layer allocates anything."""
+    for key, value in cfg.items():
+        if key in ("binary_activations", "affine"):
+            checkpoint.field(cfg, key, bool, where)
+        elif key in ("eps", "p"):
+            v = checkpoint.field(cfg, key, (int, float), where)
+            if not (0 < v < 1 if key == "eps" else 0 <= v < 1):
+                raise CheckpointError(f"{where}: metadata field {key!r} = {v!r} out of range")
+        elif not (key == "stride" and value is None):  # pooling: stride None means the kernel size
+            items = value if isinstance(value, list) else [value]
+            if not items or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 2**20 for n in items):
+                raise CheckpointError(f"{where}: metadata field {key!r} = {value!r} must be ints in [0, 2^20]")
+    if "num_features" in cfg and ("running_mean" not in state or state["running_mean"].shape != (cfg["num_features"],)):
+        raise CheckpointError(f"{where}: num_features = {cfg['num_features']} does not match its running_mean")
+    checkpoint.check_finite_arrays(state, where)
+    checkpoint.check_running_var(state, where)
+
+
+def _build(arrays, meta, where):
+    """checkpoint builder of kind "binary" (see save)."""
     packed_types = {cls.__name__: cls for cls in _PACKED.values()}
-    layers = []
-    for i, cfg in enumerate(meta.get("layers", [])):
+    if "spec" in meta:
+        checkpoint.field(meta, "spec", str, where, allow_none=True)
+    layers, used = [], set()
+    for i, cfg in enumerate(checkpoint.field(meta, "layers", list, where)):
+        at = f"{where}: layers[{i}]"
+        if not isinstance(cfg, dict):
+            raise CheckpointError(f"{at}: {cfg!r} is not a layer description")
         cfg = dict(cfg)
         name = cfg.pop("type", None)
         state = {key.split(".", 1)[1]: value for key, value in arrays.items() if key.split(".", 1)[0] == str(i)}
+        used.update(f"{i}.{key}" for key in state)
+        _check_config(cfg, state, f"{at} ({name})")
         try:
             if name in packed_types:
                 layers.append(packed_types[name](**cfg, **state))
@@ -689,5 +719,10 @@ def load(path):
             else:
                 raise ValueError(f"unknown layer type {name!r}")
         except (TypeError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"binary.load({str(path)!r}): layer {i} ({name}) cannot be rebuilt: {exc}") from exc
+            raise CheckpointError(f"{where}: layer {i} ({name}) cannot be rebuilt: {exc}") from exc
+    if set(arrays) - used:
+        raise CheckpointError(f"{where}: arrays {sorted(set(arrays) - used)[:5]} belong to no layer")
     return PackedBinaryModel(layers, meta.get("spec"))
+
+
+checkpoint.register_kind("binary", _build)

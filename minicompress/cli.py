@@ -4,7 +4,8 @@ Each name in COMMANDS is a module minicompress/commands/<name>.py exposing add_p
 registers its subparser and sets func=run; run(args) returns an exit code (None means 0).
 A technique adds its command by appending its module name here (list only modules that exist).
 
-User errors (bad arguments, missing or invalid files) print one line to stderr and exit with code 2; set
+User errors (bad arguments, missing or invalid files) and every OSError (permission denied, disk full, a folder
+given as a file) print one line to stderr naming the path and the reason, and exit with code 2; set
 MINICOMPRESS_DEBUG=1 to see the full traceback instead.
 
 BLAS threads: minicompress's matrices are small, so several BLAS threads gain little, and on a busy machine they
@@ -60,6 +61,17 @@ def _restart_single_threaded() -> None:
     os.execv(sys.executable, [sys.executable, "-m", "minicompress", *sys.argv[1:]])
 
 
+def _one_line(exc: BaseException) -> str:
+    """The error as one line; an OSError (disk full, permission denied, a folder where a file was expected...) as
+    "<path>: <reason>", without the errno noise."""
+    if isinstance(exc, OSError) and exc.strerror:
+        paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+        text = f"{' -> '.join(map(str, paths))}: {exc.strerror}" if paths else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
 def main(argv=None) -> int:
     """Parse `argv` (default sys.argv[1:]), run the subcommand, return the exit code."""
     if argv is None:
@@ -67,11 +79,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (CLIError, ValueError, FileNotFoundError) as exc:
+    except (CLIError, ValueError, OSError) as exc:
         if os.environ.get("MINICOMPRESS_DEBUG"):
             raise
-        message = " ".join(str(exc).split())  # one line, whatever the exception text
-        print(f"minicompress {args.command}: error: {message}", file=sys.stderr)
+        print(f"minicompress {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"minicompress {args.command}: interrupted", file=sys.stderr)

@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import math
 import os
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -68,19 +67,45 @@ STATS = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
 MNIST_MEAN, MNIST_STD = STATS["mnist"]
 
 
+# The largest IDX file read (MNIST's training images decompress to 47 MB); anything announcing more is refused
+# before it is decompressed or allocated.
+MAX_IDX_BYTES = 2**28
+
+
 class IDXError(ValueError):
     """A file is not a valid IDX file (bad header, wrong length, unreadable compression)."""
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Whole content of `path`, gunzipped if it starts with the gzip magic (whatever its name)."""
-    raw = path.read_bytes()
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
+def _read_bytes(path: Path, where: str) -> bytes:
+    """Content of `path`, gunzipped if it starts with the gzip magic (whatever its name), never more than the
+    header announces: the header is decompressed first, its size checked against MAX_IDX_BYTES, then at most
+    that many bytes (+ 1, to detect trailing data) are decompressed. A small gzip file cannot expand to gigabytes."""
+    if path.stat().st_size > MAX_IDX_BYTES + 1024:
+        raise IDXError(f"{where}: {path.stat().st_size:,} bytes, more than the {MAX_IDX_BYTES:,} an IDX file may have")
+    with open(path, "rb") as f:
+        compressed = f.read(2) == _GZIP_MAGIC
+    if not compressed:
+        return path.read_bytes()  # at most MAX_IDX_BYTES + 1 KB, checked above
     try:
-        return gzip.decompress(raw)
+        with gzip.open(path, "rb") as f:
+            head = f.read(4)
+            head += f.read(4 * head[3]) if len(head) == 4 else b""
+            body = f.read(_declared_size(head, where) + 1)  # bounded: one byte more shows trailing data
     except (EOFError, OSError, zlib.error) as exc:
-        raise IDXError(f"read_idx({str(path)!r}): broken gzip stream ({exc}); the file is truncated or corrupt") from exc
+        raise IDXError(f"{where}: broken gzip stream ({exc}); the file is truncated or corrupt") from exc
+    return head + body
+
+
+def _declared_size(head: bytes, where: str) -> int:
+    """Data bytes the header announces (0 if the header itself is incomplete: read_idx then says what is wrong)."""
+    if len(head) < 4 or head[2] not in _IDX_DTYPES or len(head) < 4 + 4 * head[3]:
+        return 0
+    shape = [int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(head[3])]
+    size = math.prod(shape) * _IDX_DTYPES[head[2]].itemsize
+    if size > MAX_IDX_BYTES:
+        raise IDXError(f"{where}: header shape {tuple(shape)} announces {size:,} data bytes, more than the "
+                       f"{MAX_IDX_BYTES:,} allowed; refused before decompressing")
+    return size
 
 
 def read_idx(path) -> np.ndarray:
@@ -88,8 +113,8 @@ def read_idx(path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"read_idx: no such file: {str(path)!r}")
-    data = _read_bytes(path)
     where = f"read_idx({str(path)!r})"
+    data = _read_bytes(path, where)
     if len(data) < 4:
         raise IDXError(f"{where}: only {len(data)} bytes, an IDX header needs at least 4")
     if data[0] != 0 or data[1] != 0:
@@ -214,8 +239,9 @@ def download(url: str, folder, md5: str | None = None, opener=urllib.request.url
     target = folder / url.rstrip("/").rsplit("/", 1)[-1]
     if target.is_file() and (md5 is None or _decompressed_md5(target) == md5):
         return target
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=folder)
-    tmp = Path(tmp_name)
+    from minicompress.checkpoint import temporary_file
+
+    fd, tmp = temporary_file(target)  # mode 0666 minus the umask, as any downloaded file (mkstemp: 0600)
     try:
         with os.fdopen(fd, "wb") as out, opener(url) as response:
             for block in iter(lambda: response.read(1 << 20), b""):

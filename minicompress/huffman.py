@@ -74,12 +74,33 @@ def encode(symbols, lengths):
     return np.packbits(bits), total
 
 
+def check_lengths(lengths, fn="check_lengths"):
+    """Code lengths that a prefix code can have: integers in [0, MAX_CODE_LENGTH] satisfying Kraft's inequality
+    sum_s 2^-l(s) <= 1 over the symbols with l(s) > 0 (a Huffman code meets it with equality, except a lone
+    symbol's 1-bit code). Lengths past it make two symbols share a code: decoding would return wrong symbols."""
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or not (np.issubdtype(lengths.dtype, np.integer) or lengths.size == 0):
+        raise ValueError(f"{fn}: code lengths must be a 1-d integer array, got {lengths.dtype} {lengths.shape}")
+    lengths = lengths.astype(np.int64)
+    if lengths.size and (lengths.min() < 0 or lengths.max() > MAX_CODE_LENGTH):
+        raise ValueError(f"{fn}: code lengths must be in [0, {MAX_CODE_LENGTH}], got [{lengths.min()}, "
+                         f"{lengths.max()}]")
+    kraft = sum(1 << (MAX_CODE_LENGTH - int(n)) for n in lengths[lengths > 0])  # exact, in integers
+    if kraft > 1 << MAX_CODE_LENGTH:
+        raise ValueError(f"{fn}: code lengths break Kraft's inequality (sum 2^-l = {kraft / 2**MAX_CODE_LENGTH:.4g}"
+                         " > 1): no prefix code has them")
+    return lengths
+
+
 def decode(packed, n_bits, lengths, count):
-    """Read ``count`` symbols back from a bit stream made by ``encode`` with the same ``lengths``."""
-    lengths = np.asarray(lengths, dtype=np.int64)
+    """Read ``count`` symbols back from a bit stream made by ``encode`` with the same ``lengths``; the stream must
+    hold exactly ``n_bits`` bits of codes (each code is at least one bit, so count <= n_bits)."""
+    lengths = check_lengths(lengths, "decode")
     bits = np.unpackbits(np.asarray(packed, dtype=np.uint8))
-    if n_bits > len(bits):
-        raise ValueError(f"decode: the stream holds {len(bits)} bits, fewer than the {n_bits} announced")
+    if n_bits > len(bits) or n_bits < 0:
+        raise ValueError(f"decode: the stream holds {len(bits)} bits, not the {n_bits} announced")
+    if not 0 <= count <= n_bits:
+        raise ValueError(f"decode: {count} symbols cannot come from {n_bits} bits (at least one bit each)")
     # canonical decoding: for each length L, codes of that length are first[L], first[L] + 1, ...
     order = sorted(np.flatnonzero(lengths), key=lambda s: (lengths[s], s))
     codes = canonical_codes(lengths)
@@ -98,6 +119,8 @@ def decode(packed, n_bits, lengths, count):
             if symbol is not None:
                 out[i] = symbol
                 break
+    if position != n_bits:
+        raise ValueError(f"decode: {n_bits - position} of the {n_bits} announced bits are left after {count} symbols")
     return out
 
 

@@ -93,3 +93,22 @@ def from_spec(spec):
         f"from_spec: unknown model {spec!r}; use 'lenet300_100', 'lenet5', 'lenet5_caffe' or 'mlp:784-30-30-10' "
         "(optionally ':tanh', ':dropout=0.5')"
     )
+
+
+_FIXED_COUNTS = {"lenet300_100": 266_610, "lenet5": 61_706, "lenet5_caffe": 431_080}
+
+
+def parameter_count(spec):
+    """Number of parameters of ``from_spec(spec)``, computed from the spec without building the model (so a file
+    declaring absurd layer sizes can be refused before anything is allocated). Raises ValueError like from_spec."""
+    if spec in _FIXED_COUNTS:
+        return _FIXED_COUNTS[spec]
+    if isinstance(spec, str) and spec.startswith("mlp:"):
+        try:
+            sizes = [int(s) for s in spec.split(":")[1].split("-")]
+        except ValueError:
+            sizes = []
+        if len(sizes) >= 2 and all(s > 0 for s in sizes):
+            return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    from_spec(spec)  # raises the ValueError that names the allowed specs
+    raise ValueError(f"parameter_count: cannot count {spec!r}")

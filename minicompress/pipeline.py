@@ -96,6 +96,31 @@ def encode_layer(indices, codebook, max_gap_bits=8):
     return best
 
 
+def check_layer(arrays, info, where):
+    """Every field and array decode_layer relies on, checked for type and range (checkpoint.CheckpointError)."""
+    c = checkpoint
+    shape = c.shape_field(info, "shape", where)
+    gap_bits = c.int_field(info, "gap_bits", where, 1, 16)
+    entries = c.int_field(info, "entries", where, 0, c.MAX_ELEMENTS)
+    codebook = c.array(arrays, "codebook", where, kinds="f", ndim=1)
+    if codebook.size == 0:
+        raise c.CheckpointError(f"{where}: empty codebook")
+    for name, alphabet in (("gap", 2**gap_bits), ("cluster", codebook.size + 1)):
+        n_bits = c.int_field(info, f"{name}_n_bits", where, entries, None)
+        stream = c.array(arrays, f"{name}_stream", where, kinds="u", ndim=1)
+        lengths = c.array(arrays, f"{name}_lengths", where, kinds="u", ndim=1)
+        if lengths.size != alphabet or stream.dtype != np.uint8 or stream.size != -(-n_bits // 8):
+            raise c.CheckpointError(f"{where}: {name} stream of {stream.size} bytes / {lengths.size} code lengths "
+                                    f"does not fit {n_bits} bits of a {alphabet}-symbol alphabet")
+        try:
+            huffman.check_lengths(lengths, where)
+        except ValueError as exc:
+            raise c.CheckpointError(f"{where}: {name}_lengths: {exc}") from None
+    if entries > math.prod(shape):
+        raise c.CheckpointError(f"{where}: {entries} entries for a weight of {math.prod(shape)}")
+    return shape
+
+
 def decode_layer(arrays, info):
     """Inverse of ``encode_layer``: the dense float32 weight (0 where pruned)."""
     k = len(arrays["codebook"])
@@ -104,7 +129,10 @@ def decode_layer(arrays, info):
     clusters = huffman.decode(arrays["cluster_stream"], info["cluster_n_bits"], arrays["cluster_lengths"], entries)
     is_filler = clusters == k
     weight = np.zeros(math.prod(info["shape"]), dtype=np.float32)
-    weight[absolute_positions(gaps, is_filler)] = arrays["codebook"][clusters[~is_filler]]
+    positions = absolute_positions(gaps, is_filler)
+    if positions.size and positions[-1] >= weight.size:
+        raise ValueError(f"decode_layer: position {positions[-1]} past the {weight.size} weights")
+    weight[positions] = arrays["codebook"][clusters[~is_filler]]
     return weight.reshape(info["shape"])
 
 
@@ -154,17 +182,42 @@ def decode_model(arrays, meta):
     return model
 
 
-def save_compressed(model, path):
+def save_compressed(model, path, overwrite=True):
     """Write the Huffman-coded model to ``path`` (atomically). Returns (payload bytes, file bytes)."""
     arrays, layers = encode_model(model)
-    path = checkpoint.write_npz(path, arrays, {"kind": FORMAT_KIND, "spec": model.spec, "layers": layers})
+    path = checkpoint.write_npz(path, arrays, {"kind": FORMAT_KIND, "spec": model.spec, "layers": layers},
+                                overwrite=overwrite)
     return payload_bytes(arrays), os.path.getsize(path)
 
 
 def load_compressed(path):
-    """Read a file written by ``save_compressed``; returns the model with its decoded weights."""
-    arrays, meta = checkpoint.read_npz(path, kind=FORMAT_KIND)
+    """Read a file written by ``save_compressed``; returns the model with its decoded weights. A corrupt or crafted
+    file raises checkpoint.CheckpointError naming the file and the field."""
+    return checkpoint.load(path, kind=FORMAT_KIND)
+
+
+def _build(arrays, meta, where):
+    """checkpoint builder of kind "deep_compression": every layer checked, then decode_model."""
+    model, _ = checkpoint.build_zoo_model(meta.get("spec"), where)
+    modules = dict(model.named_modules())
+    layers = checkpoint.field(meta, "layers", dict, where)
+    stray = [k for k in arrays if "/" in k and k.split(".weight/", 1)[0] not in layers]
+    if stray:
+        raise checkpoint.CheckpointError(f"{where}: arrays {stray[:5]} belong to no layer")
+    for name, info in layers.items():
+        at = f"{where}: layer {name!r}"
+        target = modules.get(name)
+        if not isinstance(target, (nn.Linear, nn.Conv2d)) or not isinstance(info, dict):
+            raise checkpoint.CheckpointError(f"{at}: not a Linear / Conv2d layer of {meta['spec']!r}")
+        parts = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{name}.weight/")}
+        if check_layer(parts, info, at) != target.weight.shape:
+            raise checkpoint.CheckpointError(f"{at}: shape {info['shape']} does not fit {target.weight.shape}")
+    checkpoint.check_finite_arrays({k: v for k, v in arrays.items() if "/" not in k}, where)
+    checkpoint.check_running_var(arrays, where)
     return decode_model(arrays, meta)
+
+
+checkpoint.register_kind(FORMAT_KIND, _build)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -224,7 +277,7 @@ def share_and_finetune(model, train_loader, bits, epochs=1, lr=0.001, progress=F
 
 
 def deep_compression(model, train_loader, test_loader, path, sparsity=None, bits=None, prune_rounds=3,
-                     prune_epochs=1, share_epochs=1, lr=0.01, progress=False):
+                     prune_epochs=1, share_epochs=1, lr=0.01, progress=False, overwrite=True):
     """Run every stage on a trained zoo model and return a list of stage reports (dicts with "stage",
     "accuracy", "bytes", "ratio"), ending with the file loaded back from ``path`` and evaluated.
 
@@ -247,7 +300,7 @@ def deep_compression(model, train_loader, test_loader, path, sparsity=None, bits
     share_and_finetune(model, train_loader, bits, share_epochs, lr / 10, progress)
     record("weight sharing + fine-tuned", model,
            fixed_width_bytes(model), "fixed-width indices and positions, before entropy coding")
-    payload, file_bytes = save_compressed(model, path)
+    payload, file_bytes = save_compressed(model, path, overwrite=overwrite)
     record("Huffman coded", model, payload, f"file on disk: {file_bytes} bytes")
     loaded = load_compressed(path)
     record("loaded back from file", loaded, payload, str(path))

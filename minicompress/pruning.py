@@ -41,7 +41,7 @@ import time
 import numpy as np
 
 import minicompress as mc
-from minicompress import nn
+from minicompress import checkpoint, nn
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -643,7 +643,7 @@ def sparse_size(model):
     return rows
 
 
-def save_sparse(model, path):
+def save_sparse(model, path, overwrite=True):
     """Save a (pruned) zoo model storing each tensor in its smallest format (checkpoint kind "pruned").
 
     Lossless for everything the model computes with: the effective weights orig * mask and the masks
@@ -651,7 +651,6 @@ def save_sparse(model, path):
     are multiplied by 0 and receive zero gradient); they come back as 0.
     Returns the payload size in bytes (the file adds the npz container and the JSON metadata).
     """
-    from minicompress import checkpoint
     spec = getattr(model, "spec", None)
     arrays, tensors = {}, []
     for key, values, mask in _storage_plan(model):
@@ -662,31 +661,97 @@ def save_sparse(model, path):
         tensors.append(dict(key=key, format=fmt, shape=list(values.shape), dtype=str(values.dtype),
                             pruned=mask is not None))
         arrays.update({f"{key}:{part}": a for part, a in parts.items()})
-    checkpoint.write_npz(path, arrays, dict(kind="pruned", spec=spec, tensors=tensors))
+    checkpoint.write_npz(path, arrays, dict(kind="pruned", spec=spec, tensors=tensors), overwrite=overwrite)
     return sum(a.nbytes for a in arrays.values())
 
 
 def load_sparse(path, model=None):
     """Load a file written by `save_sparse`: rebuild the zoo model from its spec (or fill `model`),
-    re-create the pruning reparametrisations, and copy the values in."""
-    from minicompress import checkpoint, models
-    arrays, meta = checkpoint.read_npz(path, kind="pruned")
+    re-create the pruning reparametrisations, and copy the values in. A corrupt or crafted file raises
+    checkpoint.CheckpointError naming the file and the field."""
+    return checkpoint.load(path, kind="pruned", model=model)
+
+
+def _check_sparse(fmt, parts, shape, dtype, where):
+    """Every structural fact decode_sparse relies on: sizes, index dtypes, ranges and order."""
+    n = math.prod(shape)
+    if fmt not in SPARSE_FORMATS:
+        raise checkpoint.CheckpointError(f"{where}: unknown sparse format {fmt!r}, allowed {SPARSE_FORMATS}")
+    values = checkpoint.array(parts, "values", where, kinds="biuf" if fmt == "dense" else "f",
+                             ndim=None if fmt == "dense" else 1)
+    if fmt == "dense":
+        kept = values.size if values.shape in (shape, (n,)) else -1
+    elif fmt == "bitmask":
+        bits = checkpoint.array(parts, "bits", where, kinds="u", ndim=1)
+        if bits.dtype != np.uint8 or bits.size != -(-n // 8) or np.unpackbits(bits)[n:].any():
+            raise checkpoint.CheckpointError(f"{where}: bitmask of {bits.size} bytes does not fit {n} entries")
+        kept = int(np.unpackbits(bits, count=n).sum())
+    elif fmt == "csr":
+        rows = shape[0] if len(shape) >= 1 and n else 1
+        cols = n // rows if rows else 0
+        ptr = checkpoint.array(parts, "row_ptr", where, kinds="iu", ndim=1).astype(np.int64)
+        col = checkpoint.array(parts, "col", where, kinds="iu", ndim=1).astype(np.int64)
+        if ptr.size != rows + 1 or ptr[0] != 0 or (np.diff(ptr) < 0).any() or ptr[-1] != col.size:
+            raise checkpoint.CheckpointError(f"{where}: CSR row pointers do not describe {rows} rows of "
+                                             f"{col.size} entries")
+        row = np.repeat(np.arange(rows), np.diff(ptr))
+        flat = row * cols + col
+        if col.size and (col.min() < 0 or col.max() >= cols or (np.diff(flat) <= 0).any()):
+            raise checkpoint.CheckpointError(f"{where}: CSR column indices out of [0, {cols}) or not increasing")
+        kept = col.size
+    else:
+        index = checkpoint.array(parts, "index", where, kinds="iu", ndim=1).astype(np.int64)
+        if index.size and (index.min() < 0 or index.max() >= n or (np.diff(index) <= 0).any()):
+            raise checkpoint.CheckpointError(f"{where}: COO indices out of [0, {n}) or not increasing")
+        kept = index.size
+    if values.size != kept:
+        raise checkpoint.CheckpointError(f"{where}: {values.size} values for {kept} kept entries")
+    if fmt != "dense" and dtype.kind != "f":
+        raise checkpoint.CheckpointError(f"{where}: sparse format {fmt!r} for dtype {dtype}")
+
+
+def _build_sparse(arrays, meta, where, model=None):
+    """checkpoint builder of kind "pruned" (see save_sparse)."""
     if model is None:
-        if not meta.get("spec"):
-            raise ValueError(f"load_sparse: {path} has no model spec; pass model= to load into")
-        model = models.from_spec(meta["spec"])
-    state = {}
-    for t in meta["tensors"]:
-        parts = {k.rpartition(":")[2]: a for k, a in arrays.items() if k.rpartition(":")[0] == t["key"]}
-        values, kept = decode_sparse(t["format"], parts, t["shape"], np.dtype(t["dtype"]))
-        if t["pruned"]:
-            state[t["key"] + "_orig"] = values
-            state[t["key"] + "_mask"] = kept.astype(values.dtype)
+        model, _ = checkpoint.build_zoo_model(meta.get("spec"), where)
+    tensors = checkpoint.field(meta, "tensors", list, where)
+    own = {k.removesuffix("_orig"): v.shape for k, v in model.state_dict().items() if not k.endswith("_mask")}
+    state, used = {}, set()
+    for i, t in enumerate(tensors):
+        at = f"{where}: tensors[{i}]"
+        key = checkpoint.field(t, "key", str, at)
+        fmt = checkpoint.field(t, "format", str, at)
+        shape = checkpoint.shape_field(t, "shape", at)
+        dtype = np.dtype(checkpoint.field(t, "dtype", str, at))
+        if dtype.kind not in "biuf" or dtype.fields is not None:
+            raise checkpoint.CheckpointError(f"{at}: dtype {dtype} is not a numeric dtype")
+        pruned = checkpoint.field(t, "pruned", bool, at)
+        if own.get(key) != shape:  # before decoding: a declared shape cannot make us allocate more than the model
+            raise checkpoint.CheckpointError(f"{at}: {key!r} of shape {list(shape)} does not fit the model "
+                                             f"({own.get(key, 'no such tensor')})")
+        parts = {k.rpartition(":")[2]: a for k, a in arrays.items() if k.rpartition(":")[0] == key}
+        used.update(f"{key}:{part}" for part in parts)
+        _check_sparse(fmt, parts, shape, dtype, f"{at} ({key})")
+        values, kept = decode_sparse(fmt, parts, shape, dtype)
+        if pruned:
+            if kept is None:
+                raise checkpoint.CheckpointError(f"{at} ({key}): a pruned tensor stored without its mask")
+            state[key + "_orig"] = values
+            state[key + "_mask"] = kept.astype(values.dtype)
         else:
-            state[t["key"]] = values
-    restore_pruning(model, state)
-    model.load_state_dict(state)
+            state[key] = values
+    if set(arrays) - used:
+        raise checkpoint.CheckpointError(f"{where}: arrays {sorted(set(arrays) - used)[:5]} belong to no tensor")
+    checkpoint.check_running_var(state, where)
+    try:
+        restore_pruning(model, state)
+        model.load_state_dict(state)
+    except (KeyError, ValueError) as exc:
+        raise checkpoint.CheckpointError(f"{where}: the tensors do not fit the model ({exc})") from exc
     return model
+
+
+checkpoint.register_kind("pruned", _build_sparse)
 
 
 # ---------------------------------------------------------------------------------------------------

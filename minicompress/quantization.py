@@ -33,8 +33,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import checkpoint, nn
 from . import functional as F
-from . import nn
 from .tensor import Function, Tensor, no_grad
 
 FLOAT32_EPS = np.float32(np.finfo(np.float32).eps)  # PyTorch's observer eps: the smallest scale allowed
@@ -74,6 +74,15 @@ def _check_qparams(scale, zero_point, fn):
             raise ValueError(f"{fn}: zero_point must be a whole number (an int32), got {zero_point.ravel()[0]!r}")
     if np.any(np.abs(zero_point.astype(np.float64)) > np.iinfo(np.int32).max):
         raise ValueError(f"{fn}: zero_point must fit int32, got {zero_point.ravel()[0]!r}")
+
+
+def _check_qrange(qmin, qmax, fn):
+    """qmin <= qmax, both whole numbers: otherwise every value would be clamped to one end, silently."""
+    for name, v in (("qmin", qmin), ("qmax", qmax)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{fn}: {name} must be an integer, got {v!r}")
+    if qmin > qmax:
+        raise ValueError(f"{fn}: qmin must be <= qmax, got qmin={qmin}, qmax={qmax}")
 
 
 def qrange(bits=8, signed=True, narrow_range=False):
@@ -187,6 +196,7 @@ def quantize(x, scale, zero_point, qmin, qmax, axis=None):
     _check_finite(x, "quantize", "x")
     axis = _check_axis(x, scale, axis, "quantize")
     _check_qparams(scale, zero_point, "quantize")
+    _check_qrange(qmin, qmax, "quantize")
     q, _, _ = _round_and_shift(x, scale, zero_point, axis)
     return np.clip(q, qmin, qmax).astype(_int_dtype(qmin, qmax))
 
@@ -398,6 +408,7 @@ def fake_quantize(x, scale, zero_point, qmin, qmax, axis=None):
     _check_finite(data, "fake_quantize", "x")
     axis = _check_axis(data, scale, axis, "fake_quantize")
     _check_qparams(scale, zero_point, "fake_quantize")
+    _check_qrange(qmin, qmax, "fake_quantize")
     return FakeQuantizeFunction.apply(x, scale, zero_point, qmin, qmax, axis)
 
 
@@ -1426,37 +1437,141 @@ def float_nbytes(model):
     return int(sum(4 * _param(p).size for p in model.parameters()))
 
 
-def save_quantized(qmodel, path):
+def save_quantized(qmodel, path, overwrite=True):
     """Save a converted or dynamically quantized model losslessly (checkpoint.write_npz, kind="quantized")."""
-    from .checkpoint import write_npz
-
     arrays, meta = export_arrays(qmodel)
-    write_npz(path, arrays, meta | {"kind": "quantized"})
+    checkpoint.write_npz(path, arrays, meta | {"kind": "quantized"}, overwrite=overwrite)
 
 
 def load_quantized(path):
-    """Inverse of save_quantized: the same integer-only (or dynamic) model, bit for bit."""
-    from .checkpoint import read_npz
+    """Inverse of save_quantized: the same integer-only (or dynamic) model, bit for bit. A corrupt or crafted file
+    raises checkpoint.CheckpointError naming the file and the field."""
+    return checkpoint.load(path, kind="quantized")
 
-    arrays, meta = read_npz(path, kind="quantized")
+
+_INT_DTYPES = ("|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "int8", "uint8", "int16", "uint16", "int32", "int64")
+
+
+def _check_layer(layer, arrays, where):
+    """Type and range of every field of one stored quantized layer, before it is built."""
+    config = checkpoint.field(layer, "config", dict, where)
+    c = checkpoint
+    if "qmin" in config or "qmax" in config:
+        qmin = c.int_field(config, "qmin", where, -2**31, 2**31 - 1)
+        qmax = c.int_field(config, "qmax", where, -2**31, 2**31 - 1)
+        if qmin > qmax:
+            raise c.CheckpointError(f"{where}: qmin = {qmin} > qmax = {qmax}")
+    for key in ("relu", "reduce_range"):
+        if key in config:
+            c.field(config, key, bool, where)
+    for key in ("weight_bits", "bits"):
+        if key in config:
+            c.int_field(config, key, where, 2, 16)
+    for key, lo in (("kernel_size", 1), ("stride", 1), ("padding", 0)):
+        if key in config:
+            v = c.field(config, key, list, where)
+            if len(v) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and lo <= n <= 4096 for n in v):
+                raise c.CheckpointError(f"{where}: metadata field {key!r} = {v!r} must be two ints >= {lo}")
+    if "start_dim" in config:
+        c.int_field(config, "start_dim", where, 0, 8)
+    for key, a in arrays.items():
+        if key.endswith("scale"):
+            a = c.array(arrays, key, where, kinds="f")
+            try:
+                _check_qparams(a, 0, where)
+            except ValueError as exc:
+                raise c.CheckpointError(f"{where}: array {key!r}: {exc}") from None
+        elif key.endswith("zero_point") or key in ("bias_q", "weight_q"):
+            c.array(arrays, key, where, kinds="iu")
+        elif key == "bias":
+            c.array(arrays, key, where, kinds="f")
+    if "weight_packed" in arrays:
+        bits = c.int_field(config, "packed_bits", where, 1, 16)
+        shape = c.shape_field(config, "weight_shape", where)
+        if c.field(config, "weight_dtype", str, where) not in _INT_DTYPES:
+            raise c.CheckpointError(f"{where}: weight_dtype {config['weight_dtype']!r} is not an integer dtype")
+        declared = config.get("weight_bits", config.get("bits"))
+        if declared != bits:
+            raise c.CheckpointError(f"{where}: weights packed at {bits} bits but declared {declared!r}-bit")
+        packed = c.array(arrays, "weight_packed", where, kinds="u", ndim=1)
+        n = math.prod(shape) * bits
+        if packed.dtype != np.uint8 or packed.size != -(-n // 8) or np.unpackbits(packed)[n:].any():
+            raise c.CheckpointError(f"{where}: {packed.size} packed bytes do not hold {math.prod(shape)} "
+                                    f"{bits}-bit weights")
+    return config
+
+
+def _build_quantized(arrays, meta, where):
+    """checkpoint builder of kind "quantized" (see save_quantized)."""
+    c = checkpoint
 
     def part(prefix):
         return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
-    if meta["mode"] == "dynamic":
-        from . import models
-
-        model = models.from_spec(meta["spec"])
+    mode = c.field(meta, "mode", str, where)
+    layers = c.field(meta, "layers", list, where)
+    if "spec" in meta:
+        c.field(meta, "spec", str, where, allow_none=True)
+    if mode == "dynamic":
+        model, _ = c.build_zoo_model(meta.get("spec"), where)
+        modules = dict(model.named_modules())
         state = {k[len("float."):]: v for k, v in arrays.items() if k.startswith("float.")}
-        for layer in meta["layers"]:
-            parent, _, attr = layer["name"].rpartition(".")
-            owner = dict(model.named_modules())[parent] if parent else model
-            owner._modules[attr] = _import_module(DynamicQuantizedLinear, part(layer["name"] + "."), layer["config"])
+        c.check_finite_arrays(state, where)
+        for i, layer in enumerate(layers):
+            at = f"{where}: layers[{i}]"
+            name = c.field(layer, "name", str, at)
+            if c.field(layer, "type", str, at) != "DynamicQuantizedLinear":
+                raise c.CheckpointError(f"{at}: type {layer['type']!r}, expected 'DynamicQuantizedLinear'")
+            linear = modules.get(name)
+            if not isinstance(linear, nn.Linear) or not name:
+                raise c.CheckpointError(f"{at}: {name!r} is not a Linear layer of {meta['spec']!r}")
+            parts = part(name + ".")
+            _check_layer(layer, parts, at)
+            q = _import_module(DynamicQuantizedLinear, parts, layer["config"])
+            if q.weight_q.shape != linear.weight.shape:
+                raise c.CheckpointError(f"{at}: weight {q.weight_q.shape} does not fit {name} {linear.weight.shape}")
+            parent, _, attr = name.rpartition(".")
+            (modules[parent] if parent else model)._modules[attr] = q
         model.load_state_dict(state)
-        model.quantized_layers = [layer["name"] for layer in meta["layers"]]
+        model.quantized_layers = [layer["name"] for layer in layers]
         return model.eval()
-    mods = [_import_module(_INTEGER_MODULES[layer["type"]], part(layer["name"] + "."), layer["config"])
-            for layer in meta["layers"]]
+    if mode != "integer":
+        raise c.CheckpointError(f"{where}: metadata field 'mode' = {mode!r} must be 'dynamic' or 'integer'")
+    mods, expected = [], None  # expected: the (S, Z, qmin, qmax) the next integer layer must have been built for
+    for i, layer in enumerate(layers):
+        at = f"{where}: layers[{i}]"
+        kind = c.field(layer, "type", str, at)
+        if kind not in _INTEGER_MODULES or kind == "DynamicQuantizedLinear":
+            raise c.CheckpointError(f"{at}: unknown layer type {kind!r}")
+        if c.field(layer, "name", str, at) != str(i):
+            raise c.CheckpointError(f"{at}: name {layer['name']!r}, expected {str(i)!r}")
+        parts = part(f"{i}.")
+        _check_layer(layer, parts, at)
+        m = _import_module(_INTEGER_MODULES[kind], parts, layer["config"])
+        if isinstance(m, (Quantize, _IntegerLayer)):
+            zero_point = m.zero_point if isinstance(m, Quantize) else m.output_zero_point
+            if not m.qmin <= zero_point <= m.qmax:
+                raise c.CheckpointError(f"{at}: zero point {zero_point} outside [{m.qmin}, {m.qmax}]")
+        if isinstance(m, Quantize):
+            expected = (m.scale, m.zero_point, m.qmin, m.qmax)
+        elif isinstance(m, _IntegerLayer):
+            if m.weight_scale.size not in (1, m.weight_q.shape[0]) or (
+                    m.bias_q is not None and m.bias_q.shape != (m.weight_q.shape[0],)):
+                raise c.CheckpointError(f"{at}: scales or bias do not match {m.weight_q.shape[0]} output channels")
+            if expected is not None and expected[:2] != (m.input_scale, m.input_zero_point):
+                raise c.CheckpointError(f"{at}: built for inputs (S={m.input_scale}, Z={m.input_zero_point}) but "
+                                        f"the layer before outputs (S={expected[0]}, Z={expected[1]})")
+            if expected is not None and expected[2:] != (m.qmin, m.qmax):
+                raise c.CheckpointError(f"{at}: integer range [{m.qmin}, {m.qmax}] but the layer before outputs "
+                                        f"[{expected[2]}, {expected[3]}]")
+            expected = (m.output_scale, m.output_zero_point, m.qmin, m.qmax)
+        mods.append(m)
+    used = {k for k in arrays if k.split(".", 1)[0] in {str(i) for i in range(len(layers))}}
+    if set(arrays) - used:
+        raise c.CheckpointError(f"{where}: arrays {sorted(set(arrays) - used)[:5]} belong to no layer")
     model = nn.Sequential(*mods)
     model.spec = meta.get("spec")
     return model.eval()
+
+
+checkpoint.register_kind("quantized", _build_quantized)

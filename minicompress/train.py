@@ -287,10 +287,12 @@ def evaluate(model, loader, progress: bool = True) -> float:
 
     Runs in eval mode (dropout off, batch norm uses running statistics) under no_grad; restores the mode after.
     NaN or Inf inputs or outputs and labels outside 0..classes-1 are refused with ValueError: they would give an
-    accuracy that means nothing.
+    accuracy that means nothing. `model` may also be a plain function of the inputs returning logits as an array
+    (e.g. binary.PackedBinaryModel).
     """
-    was_training = model.training
-    model.eval()
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
     correct = seen = 0
     try:
         with mc.no_grad():
@@ -298,11 +300,14 @@ def evaluate(model, loader, progress: bool = True) -> float:
                           leave=False) as bar:
                 for x, y in loader:
                     _check_inputs(x, "evaluate")
-                    correct += _count_correct(_check_outputs(model, model(x).data, "evaluate"), y, "evaluate")
+                    out = model(x)
+                    logits = out.data if isinstance(out, mc.Tensor) else out
+                    correct += _count_correct(_check_outputs(model, logits, "evaluate"), y, "evaluate")
                     seen += len(y)
                     bar.update(acc=f"{correct / seen:.4f}")
     finally:
-        model.train(was_training)
+        if hasattr(model, "train"):
+            model.train(was_training)
     if seen == 0:
         raise ValueError("evaluate: the loader yielded no samples")
     return correct / seen

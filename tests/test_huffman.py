@@ -57,5 +57,20 @@ def test_bad_input_explains():
     with pytest.raises(ValueError, match="symbol 2 has no code"):
         huffman.encode(np.array([2]), lengths)
     packed, n_bits = huffman.encode(np.array([0, 1, 1]), lengths)
-    with pytest.raises(ValueError, match="stream ends or is corrupt after 3 of 5 symbols"):
+    with pytest.raises(ValueError, match="5 symbols cannot come from 3 bits"):
         huffman.decode(packed, n_bits, lengths, 5)
+    with pytest.raises(ValueError, match="stream ends or is corrupt after 1 of 3 symbols"):
+        huffman.decode(np.packbits([0, 1, 1, 1]), 4, np.array([1, 3, 0]), 3)  # "0", then "111" is no code
+
+
+def test_kraft_inequality_and_stream_length_are_checked():
+    # 1, 1, 2 bits: 1/2 + 1/2 + 1/4 > 1, so two symbols would share a code ("0" and "1" are prefixes of "10")
+    with pytest.raises(ValueError, match="Kraft"):
+        huffman.decode(np.packbits([0, 1, 0]), 3, np.array([1, 1, 2], np.uint8), 2)
+    huffman.check_lengths(np.array([1, 2, 2]))  # 1/2 + 1/4 + 1/4 = 1: a complete code
+    with pytest.raises(ValueError, match=r"in \[0, 56\]"):
+        huffman.check_lengths(np.array([1, 200]))
+    lengths = np.array([1, 1], np.uint8)
+    packed, n_bits = huffman.encode(np.array([0, 1, 1]), lengths)
+    with pytest.raises(ValueError, match="1 of the 3 announced bits are left"):
+        huffman.decode(packed, n_bits, lengths, 2)

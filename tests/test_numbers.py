@@ -50,6 +50,16 @@ def test_zero_points_must_be_whole_int32_numbers(zero_point):
         Q.quantize(np.ones(3), 0.1, zero_point, 0, 255)
 
 
+@pytest.mark.parametrize("fn", [Q.quantize, Q.fake_quantize])
+def test_an_empty_integer_range_is_refused(fn):
+    # qmin > qmax used to clamp every value to one end without a word
+    with pytest.raises(ValueError, match=f"{fn.__name__}: qmin must be <= qmax, got qmin=127, qmax=-128"):
+        fn(np.array([0.5, -0.5], np.float32), 0.1, 0, 127, -128)
+    with pytest.raises(ValueError, match="qmax must be an integer, got 127.5"):
+        fn(np.array([0.5], np.float32), 0.1, 0, -128, 127.5)
+    np.testing.assert_array_equal(Q.quantize(np.array([-9.0, 9.0], np.float32), 0.1, 0, 3, 3), [3, 3])  # a point
+
+
 def test_quantize_saturates_past_float32_without_warnings_or_garbage():
     with np.errstate(all="raise"):
         q = Q.quantize(np.array([3e38, -3e38, 0.0], dtype=np.float32), 1e-3, 0, -128, 127)

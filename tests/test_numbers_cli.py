@@ -71,3 +71,15 @@ def test_evaluate_refuses_a_model_with_nan_weights_instead_of_scoring_it(tmp_pat
     result = run("evaluate", "nan.npz", "--no-progress", cwd=tmp_path)
     assert_one_line_error(result, "evaluate")
     assert "accuracy" not in result.stdout and re.search("nan|not finite", result.stderr, re.IGNORECASE)
+
+
+def test_prune_never_calls_a_bigger_file_smaller(tmp_path):
+    from minicompress import checkpoint, models
+
+    checkpoint.save(models.from_spec("mlp:784-16-10"), tmp_path / "s.npz")
+    result = run("prune", "s.npz", "--amount", "0", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("bytes:"))
+    before, after = (int(n.replace(",", "")) for n in re.findall(r"(?:before|after) ([\d,]+)", line))
+    assert after > before and line.endswith(f"{after / before:.2f}x larger, nothing saved"), line
+    assert "smaller" not in line

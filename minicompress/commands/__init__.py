@@ -35,6 +35,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def size_change(before: int, after: int) -> str:
+    """"4.2x smaller", or "1.03x larger" when compression did not pay (a ratio rounded to "1.0x smaller" lied)."""
+    if after < before:
+        return f"{before / max(after, 1):.1f}x smaller"
+    return "the same size" if after == before else f"{after / before:.2f}x larger, nothing saved"
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | None = "mnist") -> None:
     """--data-dir DIR and --dataset {mnist, fashion-mnist}."""
     parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from minicompress import binary, optim, train
+from minicompress.commands._paths import add_force_argument, check_output
 from minicompress.commands import add_data_arguments, load_dataset, loaders, positive_float, positive_int
 
 
@@ -25,6 +26,7 @@ def add_parser(subparsers):
     p.add_argument("--batch-size", type=positive_int, default=100, help="batch size (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and shuffling (default: %(default)s)")
     p.add_argument("--out", default=None, help="write the packed model here (.npz; read with binary.load; default: not written)")
+    add_force_argument(p)
     add_data_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -58,6 +60,7 @@ def _accuracy_and_ms(predict, loader):
 
 
 def run(args):
+    check_output(args.out, force=args.force)
     sizes = _sizes(args.model)
     if sizes[0] != 784 or sizes[-1] != 10:
         raise ValueError(f"--model {args.model}: MNIST needs 784 inputs and 10 outputs, got {sizes[0]} and {sizes[-1]}")
@@ -85,7 +88,7 @@ def run(args):
     print(f"test accuracy: float +-1 model {float_acc:.2%} ({float_ms:.0f} ms), packed {packed_acc:.2%} "
           f"({packed_ms:.0f} ms); packed logits equal the float ones exactly: {exact}")
     if args.out:
-        binary.save(packed, args.out)
+        binary.save(packed, args.out, overwrite=args.force)
         print(f"wrote {args.out}")
     return 0 if exact else 1
 

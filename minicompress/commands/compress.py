@@ -4,6 +4,7 @@ from pathlib import Path
 
 from minicompress import checkpoint, pipeline
 from minicompress.cli import CLIError
+from minicompress.commands._paths import add_force_argument, check_output
 from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders, positive_int
 
 
@@ -31,6 +32,7 @@ def add_parser(subparsers):
     p.add_argument("--rounds", type=positive_int, default=3, help="pruning rounds (default: 3)")
     p.add_argument("--epochs", type=positive_int, default=1, help="fine-tuning epochs per stage (default: 1)")
     p.add_argument("--out", type=Path, default=None, help="output file (default: <checkpoint>.dc.npz)")
+    add_force_argument(p)
     add_data_arguments(p, default_dataset=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -53,17 +55,17 @@ def print_sizes(dense, payload, file_bytes):
 def run(args):
     if args.bits > 16:
         raise CLIError(f"--bits {args.bits}: at most 16")
-    model = checkpoint.load(args.checkpoint)
+    out = check_output(args.out or args.checkpoint.with_suffix(".dc.npz"), [args.checkpoint], args.force)
+    model = checkpoint.load(args.checkpoint, kind="model")
     dataset = args.dataset or (model.checkpoint_meta.get("dataset") if model.checkpoint_meta.get("dataset")
                                in DATASETS else "mnist")
     x, y, xt, yt, description = load_dataset(dataset, args.data_dir)
     train_loader, test_loader = loaders(dataset, x, y, xt, yt)
     sparsity = None if args.sparsity is None else _sparsities(args.sparsity)
-    out = args.out or args.checkpoint.with_suffix(".dc.npz")
     print(f"{args.checkpoint} ({model.spec}) on {description}")
     stages = pipeline.deep_compression(model, train_loader, test_loader, out, sparsity=sparsity, bits=args.bits,
                                        prune_rounds=args.rounds, prune_epochs=args.epochs, share_epochs=args.epochs,
-                                       progress=not args.no_progress)
+                                       progress=not args.no_progress, overwrite=args.force)
     print_stages(stages)
     print_sizes(stages[0]["bytes"], stages[-1]["bytes"], out.stat().st_size)
     print(f"written: {out}")

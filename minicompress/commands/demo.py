@@ -50,6 +50,7 @@ import numpy as np
 
 import minicompress as mc
 from minicompress import checkpoint, cli, models, optim
+from minicompress.commands._paths import add_force_argument, check_output
 from minicompress.commands import add_data_arguments, load_dataset, loaders, positive_int
 from minicompress.train import fit, set_seed
 
@@ -142,6 +143,7 @@ def add_parser(subparsers):
     p.add_argument("--out", type=Path, metavar="DIR", default=Path("minicompress-demo"),
                    help="folder for report.md, summary.png, baseline.npz and the compressed files "
                         "(default: %(default)s)")
+    add_force_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -209,8 +211,16 @@ def write_report(out_dir: Path, rows: list[dict], settings: str, notes=()) -> Pa
     return path
 
 
+REPORT_FILES = ("report.md", "summary.png", "baseline.npz", "deep_compression.npz")  # what a run writes in --out
+
+
 def run(args):
     techniques = technique_modules(args.only)
+    check_output(args.out, force=args.force, folder=True)
+    existing = [name for name in REPORT_FILES if args.out is not None and (args.out / name).exists()]
+    if existing and not args.force:
+        raise cli.CLIError(f"--out {args.out}: already holds {', '.join(existing)} from an earlier run; pass --force "
+                           "to replace them, or choose another folder")
     x, y, xt, yt, description = load_dataset(args.dataset, args.data_dir)
     epochs = args.epochs
     if args.quick:
@@ -257,6 +267,7 @@ def run(args):
     notes = [units_line(len(yt), ctx.timing_runs), *note_lines(name for name, _ in techniques)]
     print("\n".join(notes))
     if args.out is not None:
-        checkpoint.save(model, args.out / "baseline.npz", meta={"test_accuracy": ctx.baseline["accuracy"]})
+        checkpoint.save(model, args.out / "baseline.npz", meta={"test_accuracy": ctx.baseline["accuracy"]},
+                        overwrite=args.force)
         settings = f"Baseline {args.model}, {epochs} epoch{'s' * (epochs != 1)}, seed {args.seed}, on {description}."
         print(f"report: {write_report(args.out, rows, settings, notes)}")

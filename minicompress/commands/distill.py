@@ -20,6 +20,7 @@ import numpy as np
 
 from minicompress import checkpoint, models, optim
 from minicompress.cli import CLIError
+from minicompress.commands._paths import add_force_argument, check_output
 from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders, positive_float, positive_int
 from minicompress.data import DataLoader
 from minicompress.distillation import MAX_T, distill, precompute_teacher_logits
@@ -46,6 +47,7 @@ def add_parser(subparsers):
     add_data_arguments(p, default_dataset=None)
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="write the distilled student here (.npz; default: not written)")
+    add_force_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
@@ -131,7 +133,8 @@ def run(args):
     if args.T > MAX_T:
         raise CLIError(f"--T {args.T:g}: must be <= {MAX_T:g}; past it the soft term T^2 * KL is mostly float32 "
                        "rounding error")
-    teacher = checkpoint.load(args.teacher)
+    check_output(args.out, [args.teacher], args.force)
+    teacher = checkpoint.load(args.teacher, kind="model")
     meta = teacher.checkpoint_meta
     dataset = args.dataset or (meta.get("dataset") if meta.get("dataset") in DATASETS else "mnist")
     x, y, xt, yt, description = load_dataset(dataset, args.data_dir)
@@ -173,7 +176,7 @@ def run(args):
         checkpoint.save(result["student"], args.out,
                         meta={"dataset": dataset, "test_accuracy": distilled, "T": args.T, "alpha": args.alpha,
                               "scale_T2": not args.no_T2, "teacher": str(args.teacher), "seed": args.seed,
-                              "labels": args.labels or len(x)})
+                              "labels": args.labels or len(x)}, overwrite=args.force)
         print(f"wrote {args.out}")
     return 0
 

@@ -13,6 +13,7 @@ import numpy as np
 from minicompress import checkpoint, data
 from minicompress import quantization as Q
 from minicompress.cli import CLIError
+from minicompress.commands._paths import add_force_argument, check_output
 
 FORMATS = ("tflite", "onnx")
 CHECK_IMAGES = 200
@@ -25,20 +26,10 @@ def add_parser(subparsers):
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="tflite or onnx (default: from the --out suffix)")
     p.add_argument("--out", type=Path, required=True, help="the file to write")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    add_force_argument(p)
     p.add_argument("--no-check", action="store_true", help="do not run the written file in its runtime")
     p.set_defaults(func=run)
     return p
-
-
-def check_output(out: Path, force: bool, sources=()):
-    """Refuse, before any work, an --out that is an input, a folder, or an existing file without --force."""
-    if any(Path(s).resolve() == out.resolve() for s in sources):
-        raise CLIError(f"--out {out}: is the input file; choose another name")
-    if out.is_dir():
-        raise CLIError(f"--out {out}: is a folder; give a file name")
-    if out.exists() and not force:
-        raise CLIError(f"--out {out}: exists; pass --force to overwrite")
 
 
 def load_model(path: Path):
@@ -74,7 +65,7 @@ def run(args):
     fmt = args.format or {".tflite": "tflite", ".onnx": "onnx"}.get(args.out.suffix.lower())
     if fmt is None:
         raise CLIError(f"--out {args.out}: cannot tell the format from the suffix; pass --format tflite or onnx")
-    check_output(args.out, args.force, [args.model])
+    check_output(args.out, [args.model], args.force)
     model = load_model(args.model)
     try:
         _export_and_check(model, fmt, args)
@@ -88,7 +79,7 @@ def _export_and_check(model, fmt, args):
     from minicompress import export
 
     integer = export.lowering.is_integer_model(model)
-    size = (export.save_tflite if fmt == "tflite" else export.save_onnx)(model, args.out)
+    size = (export.save_tflite if fmt == "tflite" else export.save_onnx)(model, args.out, overwrite=args.force)
     kind = "int8" if integer else "float32"
     print(f"wrote {args.out}: {kind} {fmt}, {size:,} bytes ({getattr(model, 'spec', None) or 'model'})")
     if args.no_check:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from minicompress import checkpoint
 from minicompress.cli import CLIError
-from minicompress.commands.export import check_output
+from minicompress.commands._paths import add_force_argument, check_output
 
 
 def add_parser(subparsers):
@@ -19,7 +19,7 @@ def add_parser(subparsers):
     p.add_argument("--spec", default=None,
                    help="the zoo model the safetensors weights belong to, e.g. lenet5 or mlp:784-300-100-10 "
                         "(no default: required for .safetensors, not used for .onnx)")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    add_force_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -34,7 +34,7 @@ def run(args):
         raise CLIError(f"{args.file}: safetensors holds only weights; pass --spec (e.g. --spec lenet5)")
     if not args.file.is_file():
         raise CLIError(f"{args.file}: no such file")
-    check_output(args.out, args.force, [args.file])
+    check_output(args.out, [args.file], args.force)
     try:
         if suffix == ".onnx":
             model = export.from_onnx(args.file)
@@ -49,7 +49,7 @@ def run(args):
         raise CLIError(f"{args.file}: the network is not one of the zoo's architectures (lenet5, lenet5_caffe, "
                        "lenet300_100, mlp:...), so it cannot be stored as a checkpoint; use "
                        "minicompress.export.from_onnx in Python")
-    checkpoint.save(model, args.out, meta={"imported_from": args.file.name})
+    checkpoint.save(model, args.out, meta={"imported_from": args.file.name}, overwrite=args.force)
     n = sum(p.data.size for p in model.parameters())
     print(f"wrote {args.out}: {model.spec}, {n:,} parameters imported from {args.file.name}")
     return 0

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from minicompress import checkpoint, optim, train
 from minicompress import pruning as prune
-from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders, positive_float
+from minicompress.commands._paths import add_force_argument, check_output
+from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders, positive_float, size_change
 
 METHODS = ("l1", "global", "structured")
 
@@ -31,6 +32,7 @@ def add_parser(subparsers):
     p.add_argument("--lr", type=positive_float, default=0.005,
                    help="fine-tuning learning rate, SGD with momentum 0.9 (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="write the pruned model here (.npz; default: not written)")
+    add_force_argument(p)
     add_data_arguments(p, default_dataset=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -73,7 +75,8 @@ def run(args):
         raise ValueError(f"--amount {args.amount}: must be a fraction in [0, 1]")
     if args.finetune_epochs < 0:
         raise ValueError(f"--finetune-epochs {args.finetune_epochs}: must be >= 0")
-    model = checkpoint.load(args.checkpoint)
+    check_output(args.out, [args.checkpoint], args.force)
+    model = checkpoint.load(args.checkpoint, kind="model")
     meta = model.checkpoint_meta
     dataset = args.dataset or (meta.get("dataset") if meta.get("dataset") in DATASETS else "mnist")
     x, y, xt, yt, description = load_dataset(dataset, args.data_dir)
@@ -103,12 +106,12 @@ def run(args):
              if args.finetune_epochs else " (no fine-tuning: --finetune-epochs 0)")
     print(f"test accuracy: before pruning {before:.2%}, after pruning {pruned:.2%}{tuned} ({description})")
     print(f"bytes: before {bytes_before:,} (dense float32), after {bytes_after:,} ({how}), "
-          f"{bytes_before / max(bytes_after, 1):.1f}x smaller")
+          f"{size_change(bytes_before, bytes_after)}")
     if args.out:
         if args.method == "structured" and getattr(deployed, "spec", None):
-            checkpoint.save(deployed, args.out, meta={"dataset": dataset})
+            checkpoint.save(deployed, args.out, meta={"dataset": dataset}, overwrite=args.force)
         else:
-            prune.save_sparse(model, args.out)          # load with minicompress.pruning.load_sparse
+            prune.save_sparse(model, args.out, overwrite=args.force)          # load with minicompress.pruning.load_sparse
         print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes on disk)")
     return 0
 

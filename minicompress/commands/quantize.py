@@ -16,7 +16,8 @@ from pathlib import Path
 
 from minicompress import checkpoint, optim, train
 from minicompress import quantization as Q
-from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders, positive_float, positive_int
+from minicompress.commands._paths import add_force_argument, check_output
+from minicompress.commands import DATASETS, add_data_arguments, load_dataset, loaders, positive_float, positive_int, size_change
 
 MODES = ("dynamic", "static", "qat")
 
@@ -34,6 +35,7 @@ def add_parser(subparsers):
     p.add_argument("--lr", type=positive_float, default=0.001,
                    help="QAT learning rate, SGD with momentum 0.9 (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="write the quantized model here (.npz; default: not written)")
+    add_force_argument(p)
     add_data_arguments(p, default_dataset=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -65,7 +67,8 @@ def run(args):
     if isinstance(args.bits, bool) or not 2 <= args.bits <= (16 if args.mode == "dynamic" else 8):
         raise ValueError(f"--bits {args.bits}: must be in [2, {16 if args.mode == 'dynamic' else 8}] "
                          f"for --mode {args.mode}")
-    model = checkpoint.load(args.checkpoint)
+    check_output(args.out, [args.checkpoint], args.force)
+    model = checkpoint.load(args.checkpoint, kind="model")
     meta = getattr(model, "checkpoint_meta", {}) or {}
     dataset = args.dataset or (meta.get("dataset") if meta.get("dataset") in DATASETS else "mnist")
     x, y, xt, yt, description = load_dataset(dataset, args.data_dir)
@@ -83,9 +86,9 @@ def run(args):
     print(f"{args.mode} {args.bits}-bit {scheme} quantization of {getattr(model, 'spec', 'the model')}")
     print(f"test accuracy: before {before:.2%}, after {after:.2%} ({description})")
     print(f"bytes: before {dense:,} (dense float32), after {stored:,} (integers + scales + zero points), "
-          f"{dense / stored:.1f}x smaller")
+          f"{size_change(dense, stored)}")
     if args.out:
-        Q.save_quantized(qmodel, args.out)  # load with minicompress.quantization.load_quantized
+        Q.save_quantized(qmodel, args.out, overwrite=args.force)  # load with minicompress.quantization.load_quantized
         print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes on disk)")
     return 0
 

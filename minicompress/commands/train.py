@@ -4,6 +4,7 @@ from pathlib import Path
 
 from minicompress import checkpoint, models, optim
 from minicompress.cli import CLIError
+from minicompress.commands._paths import add_force_argument, check_output
 from minicompress.commands import add_data_arguments, load_dataset, loaders, positive_float, positive_int
 from minicompress.train import TrainingDiverged, fit, set_seed
 
@@ -21,11 +22,13 @@ def add_parser(subparsers):
     p.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("model.npz"), help="checkpoint to write (default: %(default)s)")
+    add_force_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args):
+    check_output(args.out, force=args.force)
     x, y, xt, yt, description = load_dataset(args.dataset, args.data_dir)
     for split, images in (("training", x), ("test", xt)):
         if len(images) == 0:
@@ -52,5 +55,5 @@ def run(args):
     accuracy = history["test_accuracy"][-1]
     checkpoint.save(model, args.out, meta={"dataset": args.dataset, "test_accuracy": accuracy,
                                             "epochs": args.epochs, "seed": args.seed,
-                                            "data": "embedded" if args.data_dir is None else "full"})
+                                            "data": "embedded" if args.data_dir is None else "full"}, overwrite=args.force)
     print(f"test accuracy {accuracy:.2%} after {seconds:.1f} s; saved {args.out}")

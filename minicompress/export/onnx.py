@@ -162,12 +162,12 @@ def to_onnx(model, input_shape=(1, 28, 28)):
     return proto
 
 
-def save_onnx(model, path, input_shape=(1, 28, 28)):
+def save_onnx(model, path, input_shape=(1, 28, 28), overwrite=True):
     """to_onnx, written atomically to ``path``; returns the number of bytes."""
     from .tflite import write_atomic
 
     content = to_onnx(model, input_shape).SerializeToString()
-    write_atomic(path, content)
+    write_atomic(path, content, overwrite)
     return len(content)
 
 

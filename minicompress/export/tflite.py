@@ -24,8 +24,6 @@ the file with it and the ``flatbuffers`` runtime, never by hand-writing bytes.
 from __future__ import annotations
 
 import importlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -394,26 +392,18 @@ def to_tflite(model, input_shape=(1, 28, 28)):
     return _to_bytes(g, inputs, outputs, f"minicompress {getattr(model, 'spec', None) or 'model'} {what}")
 
 
-def write_atomic(path, content: bytes):
-    """Write bytes to ``path`` through a temporary file in the same folder, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+def write_atomic(path, content: bytes, overwrite: bool = True):
+    """Write bytes to ``path`` the way every minicompress file is written (checkpoint.atomic_write: a temporary
+    file in the same folder, moved into place; overwrite=False never replaces an existing file)."""
+    from minicompress.checkpoint import atomic_write
+
+    return atomic_write(path, lambda f: f.write(content), overwrite=overwrite)
 
 
-def save_tflite(model, path, input_shape=(1, 28, 28)):
+def save_tflite(model, path, input_shape=(1, 28, 28), overwrite=True):
     """to_tflite, written atomically to ``path``; returns the number of bytes."""
     content = to_tflite(model, input_shape)
-    write_atomic(path, content)
+    write_atomic(path, content, overwrite)
     return len(content)
 
 
