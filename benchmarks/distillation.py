@@ -86,6 +86,8 @@ from minicompress import functional as F
 from minicompress.distillation import distill
 from minicompress.train import fit, predict, set_seed
 
+from _results import write_results
+
 # teacher members: spec, optimizer, learning rate, batch size, epochs, jitter (max_shift), seed
 SETUPS = {
     "hinton": dict(
@@ -243,7 +245,17 @@ def main(argv=None):
           f"{'PASS' if closed >= 0.5 and smaller else 'FAIL'}{'  [--quick: numbers mean nothing]' if args.quick else ''}")
     if not smaller:
         print(f"  note: this student ({n_student:,} parameters) is not smaller than the teacher ({n_teacher:,})")
-    print(f"total {time.perf_counter() - start:.0f} s")
+    seconds = time.perf_counter() - start
+    print(f"total {seconds:.0f} s")
+    settings = {"setup": args.setup, "seeds": args.seeds, "T": T, "alpha": alpha, "teacher": members,
+                "student": student, "train_images": len(x), "test_images": len(xt), "jobs": args.jobs}
+    figures = {"teacher_errors": teacher_errors, "member_errors": member_errors, "teacher_parameters": n_teacher,
+               "student_parameters": n_student, "per_seed": [dict(seed=s, **r) for s, r in zip(args.seeds, rows)],
+               "alone_mean": alone, "distilled_mean": distilled, "gap_closed": closed,
+               "passed": bool(closed >= 0.5 and smaller), "seconds": seconds}
+    name = "distillation" if args.setup == "hinton" and args.student is None else \
+        f"distillation-{args.setup}" + ("" if args.student is None else "-" + args.student.replace(":", "-"))
+    write_results(name, settings, figures, quick=args.quick)
     return 0
 
 

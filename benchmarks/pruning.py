@@ -49,6 +49,8 @@ import minicompress as mc
 from minicompress import checkpoint, data, models, optim, train
 from minicompress import pruning as prune
 
+from _results import write_results
+
 # dense epochs and learning rate; schedules; fraction of weights kept per Linear/Conv2d layer
 CONFIGS = {
     "lenet300_100": dict(epochs=10, lr=0.05, prune_epochs=3, final_epochs=5, rounds=3, round_epochs=2,
@@ -170,6 +172,10 @@ def main(argv=None):
         print(f"{r['spec']:<14}{100 * (1 - r['dense_acc']):>9.2f}%{100 * (1 - r['pruned_acc']):>10.2f}%"
               f"{100 * r['weights_left']:>12.2f}%{r['dense_bytes']:>10}{r['sparse_bytes']:>10}"
               f"{r['dense_bytes'] / r['sparse_bytes']:>6.1f}x  {'PASS' if r['passed'] else 'FAIL'}")
+    settings = {"models": args.models.split(","), "seed": args.seed, "schedule": args.schedule,
+                "retrain_lr": args.retrain_lr, "train_images": len(train_x), "test_images": len(test_x),
+                "configs": {spec: CONFIGS[spec] for spec in args.models.split(",")}}
+    write_results("pruning", settings, {r["spec"]: r for r in results}, quick=args.quick)
     return 0
 
 
