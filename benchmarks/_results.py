@@ -10,7 +10,7 @@ which writes benchmarks/results/pruning.json atomically:
     {"name": "pruning",
      "date": "2026-12-02T01:23:45Z",                        UTC, to the second
      "commit": "5b5ee64 (dirty)",                           git HEAD of the checkout; "(dirty)": uncommitted edits
-     "machine": {"platform", "machine", "cpu_count", "python", "numpy", "blas_threads"},
+     "machine": {"platform", "machine", "cpu_count", "python", "numpy", "blas_threads", "load_average_1min"},
      "command": "python benchmarks/pruning.py --seed 0",   how to measure it again
      "settings": {...},                                     what the run was asked to do
      "figures": {...}}                                      what it measured
@@ -63,6 +63,8 @@ def machine() -> dict:
         "numpy": np.__version__,
         # unset means: the BLAS library picks (usually one thread per core)
         "blas_threads": {name: os.environ.get(name, "unset") for name in BLAS_VARIABLES},
+        # timings on a shared machine depend on what else runs: 1-minute load average when the run ended
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
 

@@ -7,7 +7,7 @@ Any module minicompress/commands/<name>.py listed in minicompress.cli.COMMANDS m
     def demo_row(ctx: DemoContext) -> dict | list[dict]
 
 The demo trains the baseline once, then calls each demo_row in COMMANDS order, prints the rows as a table
-and, with --out DIR, writes DIR/report.md. Fields of `ctx`:
+and, with --out DIR, writes DIR/report.md (and the table as DIR/report.json). Fields of `ctx`:
 
     ctx.model          the trained baseline (spec ctx.spec). Read it, never modify it: take ctx.copy_model().
     ctx.copy_model()   an independent copy of the baseline (same spec, same parameters and buffers).
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 import time
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def add_parser(subparsers):
     p.add_argument("--only", metavar="NAMES", help="comma-separated technique commands to run (default: all)")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.add_argument("--out", type=Path, metavar="DIR", default=Path("minicompress-demo"),
-                   help="folder for report.md, summary.png, baseline.npz and the compressed files "
+                   help="folder for report.md, report.json, summary.png, baseline.npz and the compressed files "
                         "(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -177,6 +178,21 @@ def write_report(out_dir: Path, rows: list[dict], settings: str) -> Path:
     return path
 
 
+def write_json_report(path: Path, rows: list[dict], settings: dict) -> Path:
+    """The table as JSON, {"settings": {...}, "rows": [row, ...]} (row fields as above), written atomically.
+
+    benchmarks/demo.py turns it into benchmarks/results/demo.json, from which the README's demo figures come.
+    """
+    keys = [key for key, _ in COLUMNS] + ["figure"]
+    plain = [{key: (v.item() if isinstance(v, np.generic) else v) for key in keys if (v := row.get(key)) is not None}
+             for row in rows]
+    text = json.dumps({"settings": settings, "rows": plain}, indent=1) + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
 def run(args):
     techniques = technique_modules(args.only)
     x, y, xt, yt, description = load_dataset(args.dataset, args.data_dir)
@@ -228,3 +244,6 @@ def run(args):
                     "Size: bytes of what would be stored; ratio: dense float32 bytes / size; "
                     "infer ms: time for the whole test set on this machine.")
         print(f"report: {write_report(args.out, rows, settings)}")
+        write_json_report(args.out / "report.json", rows,
+                          {"model": args.model, "epochs": epochs, "seed": args.seed, "dataset": args.dataset,
+                           "data": description, "quick": args.quick, "train_seconds": train_seconds})
