@@ -104,16 +104,18 @@ def quantization(folder: Path) -> str:
         return not_measured("quantization", "python benchmarks/quantization.py", "about 10 minutes on 2 cores")
     f, rows = r["figures"], r["figures"]["rows"]
     int8 = rows["int8 static per-channel"]
-    ptq4 = rows["int4 PTQ per-channel (min-max)"]
-    qat4 = rows["int4 QAT per-channel (moving-avg ranges)"]
-    return (f"On full MNIST (`benchmarks/quantization.py`, LeNet-5 at {f['float_acc']:.2f}%): int8 static "
-            f"per-channel {int8['acc']:.2f}% at {int8['ratio']:.1f}x fewer bytes; 4 bits per channel: PTQ "
-            f"{ptq4['acc']:.2f}%, QAT {qat4['acc']:.2f}% ({qat4['ratio']:.1f}x). Integer-only int8 inference takes "
-            f"{f['int8_over_float']:.2f}x the float32 time ({f['int8_ms']:.0f} ms against {f['float_ms']:.0f} ms for "
-            f"{f['test_images']:,} images), int32 sums exact: {f['exact_int32_accumulation']}. It is not faster "
-            f"because NumPy has no int8 matrix product: the integer sums run through float BLAS in blocks, plus "
-            f"the requantization, while int8 hardware (or an int8 kernel library) does four times the "
-            f"multiply-adds per instruction. Measured by {provenance(r)}.")
+    ptq, ptq_mse = rows["int4 PTQ per-channel (min-max)"], rows["int4 PTQ per-channel (MSE ranges)"]
+    qat, qat_mse = rows["int4 QAT per-channel (moving-avg ranges)"], rows["int4 QAT per-channel (MSE ranges, frozen)"]
+    return (f"On full MNIST (`benchmarks/quantization.py`, LeNet-5 at {f['float_acc']:.2f}% test accuracy): int8 "
+            f"static per-channel {int8['acc']:.2f}% at {int8['ratio']:.1f}x fewer bytes; 4 bits per channel "
+            f"({qat['ratio']:.1f}x): PTQ {ptq['acc']:.2f}% (min-max ranges) and {ptq_mse['acc']:.2f}% (MSE ranges), "
+            f"QAT {qat['acc']:.2f}% (moving-average ranges) and {qat_mse['acc']:.2f}% (MSE ranges, frozen). "
+            f"Integer-only int8 inference takes {f['int8_over_float']:.2f}x the float32 time ({f['int8_ms']:.0f} ms "
+            f"against {f['float_ms']:.0f} ms for {f['test_images']:,} images), with exact int32 sums: "
+            f"{'yes' if f['exact_int32_accumulation'] else 'NO'}. Why not several times faster: NumPy has no int8 "
+            f"matrix product, so the integer sums run through float BLAS (exact in blocks) and the requantization "
+            f"adds work, while int8 hardware fits four int8 multiply-adds where float32 fits one. "
+            f"Measured by {provenance(r)}.")
 
 
 def distillation(folder: Path) -> str:
