@@ -28,7 +28,7 @@ and, with --out DIR, writes DIR/report.md (and the table as DIR/report.json). Fi
     ctx.model_predict(model) a predict function running `model` in eval mode under no_grad.
     ctx.log(message)   print a line, indented under the table's progress output.
 
-The row dict (CONVENTIONS.md, "Sizes"):
+The row dict (docs/CONVENTIONS.md, section 6, "Sizes"):
 
     technique  str    short name shown in the table, e.g. "pruning 90% + fine-tune"
     accuracy   float  test accuracy in [0, 1]
