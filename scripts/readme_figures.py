@@ -64,7 +64,7 @@ def demo_intro(folder: Path) -> str:
         return not_measured("demo", "python benchmarks/demo.py", "under a minute")
     base = r["figures"]["rows"][0]
     s = r["settings"]
-    return (f"`minicompress demo` trains {s['model']} for {s['epochs']} epochs on the embedded MNIST subset "
+    return (f"`minicompress demo` trains `{s['model']}` for {s['epochs']} epochs on the embedded MNIST subset "
             f"({pct(base['accuracy'])} test accuracy), then lets every technique compress that model and prints "
             f"test accuracy, size, compression ratio and inference time per technique, ending with Deep "
             f"Compression (the techniques chained); {r['figures']['seconds']:.0f} s in all on "
