@@ -17,8 +17,8 @@
 3. --update re-executes and writes each notebook back with its fresh outputs (atomically); notebooks committed
    without outputs are left as they are. Use it after a change that moves the numbers, then review the diff.
 
-Per-notebook times are printed, from kernel start to the last cell (tutorials/README.md quotes them). Exit status 0 when every notebook ran
-and matched, 1 otherwise.
+Per-notebook times are printed, from kernel start to the last cell (tutorials/README.md quotes them).
+Exit status 0 when every notebook ran and matched, 1 otherwise.
 """
 from __future__ import annotations
 
