@@ -124,6 +124,7 @@ def execute(nb, folder: Path, timeout: float):
     env = dict(os.environ, **KERNEL_ENV)
     env.pop("MINICOMPRESS_LABS_STRICT", None)  # a student's unattempted exercise is "not attempted", not an error
     client = NotebookClient(nb, timeout=timeout, kernel_name=nb.metadata.get("kernelspec", {}).get("name", "python3"),
+                            record_timing=False,  # no timestamps in the cells' metadata: --update diffs stay small
                             resources={"metadata": {"path": str(folder)}})
     with client.setup_kernel(env=env, stderr=subprocess.DEVNULL):
         for i, cell in enumerate(nb.cells):
