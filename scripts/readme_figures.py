@@ -47,7 +47,7 @@ def provenance(record: dict) -> str:
 
 
 def not_measured(name: str, command: str, how_long: str) -> str:
-    return (f"_Not measured in this checkout: `{command}` ({how_long}) writes `benchmarks/results/{name}.json`, "
+    return (f"_Not measured yet in this checkout: `{command}` ({how_long}) writes `benchmarks/results/{name}.json`, "
             f"then `python scripts/readme_figures.py` fills in this paragraph._")
 
 
@@ -92,7 +92,8 @@ def pruning(folder: Path) -> str:
     for spec, f in r["figures"].items():
         parts.append(f"{spec} {pct(1 - f['dense_acc'])} -> {pct(1 - f['pruned_acc'])} test error with "
                      f"{pct(f['weights_left'])} of its weights left, {f['dense_bytes']:,} -> {f['sparse_bytes']:,} "
-                     f"bytes ({f['dense_bytes'] / f['sparse_bytes']:.1f}x)")
+                     f"bytes ({f['dense_bytes'] / f['sparse_bytes']:.1f}x; claim of at most +0.10 points of error: "
+                     f"{'holds' if f['passed'] else 'FAILS'})")
     s = r["settings"]
     return (f"`benchmarks/pruning.py` (full MNIST, {s['schedule']} schedule, retraining at {s['retrain_lr']:g}x the "
             f"dense learning rate): " + "; ".join(parts) + f". Measured by {provenance(r)}.")
@@ -128,7 +129,8 @@ def distillation(folder: Path) -> str:
             f"alpha = {s['alpha']:g}): teacher {f['teacher_errors']} test errors ({f['teacher_parameters']:,} "
             f"parameters), student {s['student']['spec']} ({f['student_parameters']:,} parameters) "
             f"{f['alone_mean']:.1f} errors on the labels alone, {f['distilled_mean']:.1f} distilled: "
-            f"{f['gap_closed']:.0%} of the gap closed. Measured by {provenance(r)}.")
+            f"{f['gap_closed']:.0%} of the gap closed (claim: at least 50%: {'holds' if f['passed'] else 'FAILS'}). "
+            f"Measured by {provenance(r)}.")
 
 
 def binary(folder: Path) -> str:
@@ -141,7 +143,8 @@ def binary(folder: Path) -> str:
     return (f"On full MNIST (`benchmarks/binary.py`, {bc['spec']}): binary weights {pct(bc['test_error'])} test "
             f"error, binary weights and activations {pct(bnn['test_error'])}, binary weights "
             f"{bc['binary_weight_ratio']:.0f}x smaller, packed logits "
-            f"{'identical to' if exact else 'NOT identical to'} the float ones. Measured by {provenance(r)}.")
+            f"{'identical to' if exact else 'NOT identical to'} the float ones (targets: at most 2% and 3% test error: "
+            f"{'met' if r['figures']['all_claims_hold'] else 'NOT all met'}). Measured by {provenance(r)}.")
 
 
 def deep_compression(folder: Path) -> str:
@@ -153,7 +156,9 @@ def deep_compression(folder: Path) -> str:
     for spec, f in r["figures"].items():
         first, last = f["stages"][0], f["stages"][-1]
         parts.append(f"{spec} from {first['bytes']:,} to {last['bytes']:,} stored bytes ({f['ratio']:.1f}x) at "
-                     f"{pct(f['final_error'])} test error against {pct(f['dense_error'])} dense")
+                     f"{pct(f['final_error'])} test error against {pct(f['dense_error'])} dense (targets: "
+                     f"{f['target_ratio']}x {'met' if f['ratio_passed'] else 'MISSED'}, at most +0.10 points "
+                     f"{'met' if f['error_passed'] else 'MISSED'})")
     return "On full MNIST (`benchmarks/deep_compression.py`): " + "; ".join(parts) + f". Measured by {provenance(r)}."
 
 
