@@ -55,7 +55,7 @@ def test_a_changed_result_is_reported_with_the_block_name(tmp_path, monkeypatch)
     assert figures.main(["--readme", str(readme), "--results", str(tmp_path)]) == 0
     text = readme.read_text()
     assert "| baseline (float32) | 96.55% | 1,000 B | 1.0x | 2.5 | a / b |" in text
-    assert "Not measured in this checkout: `python benchmarks/pruning.py`" in text  # no results: no figure
+    assert "Not measured yet in this checkout: `python benchmarks/pruning.py`" in text  # no results: no figure
     assert text.startswith("intro\n") and text.endswith("end\n")
     assert figures.stale_blocks(readme, tmp_path) == []
 
