@@ -98,3 +98,17 @@ def test_write_results_rejects_bad_names_and_types(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="settings and figures must be dicts, got dict and list"):
         results.write_results("x", {}, [1])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_benchmark_records_the_demo_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINICOMPRESS_RESULTS_DIR", str(tmp_path))
+    demo = load_module("benchmark_demo", ROOT / "benchmarks" / "demo.py")
+    assert demo.main(["--quick", "--no-progress", "--only", "prune"]) == 0
+    record = json.loads((tmp_path / "demo-quick.json").read_text())  # a smoke run: never demo.json
+    assert not (tmp_path / "demo.json").exists()
+    assert record["settings"]["quick"] is True and record["settings"]["arguments"][0] == "--quick"
+    rows = record["figures"]["rows"]
+    assert rows[0]["technique"] == "baseline (float32)" and rows[0]["ratio"] == 1.0 and len(rows) >= 2
+    assert all(0 <= row["accuracy"] <= 1 and row["bytes"] > 0 for row in rows)
+    printed = capsys.readouterr().out
+    assert f"{100 * rows[0]['accuracy']:.2f}%" in printed  # the file holds the table the demo printed
