@@ -25,7 +25,7 @@ payload of the smallest format per layer, and the size of the .npz file on disk)
 
 Every full run writes its figures, with date, commit and machine, to benchmarks/results/pruning.json, from which
 the README's figures are generated (scripts/readme_figures.py). The measurements below are the history that
-chose this recipe; a later run may differ (2026-12-02, after other changes: LeNet-5 0.82% -> 0.94%, +0.12).
+chose this recipe; the run of 2026-12-02 gave LeNet-5 0.82% -> 0.94% (+0.12, claim missed; cause not yet found).
 
 Measured on 2 shared cores (seed 0; test error on the 10,000 MNIST test images; weights = Linear/Conv2d weights):
 
