@@ -42,8 +42,10 @@ def load(name: str, folder: Path) -> dict | None:
 def provenance(record: dict) -> str:
     """Where a figure comes from: the command, the day, the commit and the machine."""
     m = record["machine"]
+    load = m.get("load_average_1min")  # timings depend on what else ran on the machine
     return (f"`{record['command']}`, {record['date'][:10]}, commit {record['commit']}, "
-            f"{m['cpu_count']} CPUs, Python {m['python']}, NumPy {m['numpy']}")
+            f"{m['cpu_count']} CPUs{'' if load is None else f' (load average {load:g})'}, Python {m['python']}, "
+            f"NumPy {m['numpy']}")
 
 
 def not_measured(name: str, command: str, how_long: str) -> str:
