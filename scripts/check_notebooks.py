@@ -159,7 +159,11 @@ def check(path: str, update: bool = False, timeout: float = 600) -> Result:
 
     file = Path(path)
     result = Result(path)
-    committed = nbformat.read(file, as_version=4)
+    try:
+        committed = nbformat.read(file, as_version=4)
+    except Exception as exc:  # not JSON, not a notebook: one line, not a traceback from a worker process
+        result.problems.append(f"{path}: not a readable notebook ({' '.join(str(exc).split())[:200]})")
+        return result
     fresh = copy.deepcopy(committed)
     result.executed_only = not has_outputs(committed)
     start = time.perf_counter()

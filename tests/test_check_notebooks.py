@@ -101,3 +101,10 @@ def test_a_notebook_without_outputs_is_only_executed_and_an_error_fails_it(tmp_p
     r = check_notebooks.check(str(path))
     assert r.executed_only
     assert r.problems == [f"{path}: cell 1 ('raise NotImplementedError(1.1)') raised NotImplementedError: 1.1"]
+
+
+def test_a_file_that_is_not_a_notebook_is_one_line(tmp_path):
+    path = tmp_path / "broken.ipynb"
+    path.write_text("{not json")
+    (message,) = check_notebooks.check(str(path)).problems
+    assert message.startswith(f"{path}: not a readable notebook (") and "\n" not in message
