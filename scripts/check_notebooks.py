@@ -201,6 +201,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs {args.jobs}: must be at least 1")
+    if not 0 < args.timeout < float("inf"):
+        p.error(f"--timeout {args.timeout:g}: must be a number of seconds > 0")
     paths = notebooks(args.paths)
     missing = [path for path in paths if not Path(path).is_file()]
     if missing:
