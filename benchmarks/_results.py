@@ -9,7 +9,7 @@ which writes benchmarks/results/pruning.json atomically:
 
     {"name": "pruning",
      "date": "2026-12-02T01:23:45Z",                        UTC, to the second
-     "commit": "5b5ee64 (dirty)",                           git HEAD of the checkout; "(dirty)": uncommitted edits
+     "commit": "5b5ee64 (dirty)",                           git HEAD when the file is written; "(dirty)": uncommitted edits
      "machine": {"platform", "machine", "cpu_count", "python", "numpy", "blas_threads", "load_average_1min"},
      "command": "python benchmarks/pruning.py --seed 0",   how to measure it again
      "settings": {...},                                     what the run was asked to do
