@@ -22,6 +22,8 @@ import numpy as np
 
 from minicompress import binary, data, optim, train
 
+from _results import write_results
+
 
 def median_time(fn, repeats):
     """Median wall time of ``fn()`` over ``repeats`` calls, in seconds (after one warm-up call)."""
@@ -159,6 +161,10 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=float)
+    settings = {k: getattr(args, k) for k in ("width", "epochs_bc", "epochs_bnn", "lr", "batch_size", "infer_batch",
+                                              "repeats", "seed")}
+    write_results("binary", settings, {"models": results["models"], "kernel": results["kernel"],
+                                       "all_claims_hold": bool(ok)}, quick=args.quick)
     print("\nall claims hold" if ok else "\nSOME CLAIMS DO NOT HOLD (see '!' above)")
     return 0 if ok else 1
 

@@ -23,6 +23,8 @@ from minicompress import quantization as Q
 from minicompress.data import DataLoader, load_mnist, shared_data_dir
 from minicompress.train import evaluate, fit, set_seed
 
+from _results import write_results
+
 
 def best_time(fn, repeats=3):
     times = []
@@ -187,6 +189,10 @@ def main(argv=None):
           f"save/load lossless: {results['save_load_lossless']}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
+    settings = {"model": "lenet5", "epochs": args.epochs, "qat_epochs": args.qat_epochs, "qat_lr": args.qat_lr,
+                "calib": args.calib, "seed": args.seed, "reused_model": str(args.model) if args.model else None,
+                "inference_batch": batch}
+    write_results("quantization", settings, results, quick=args.quick)
     return 0
 
 

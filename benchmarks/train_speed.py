@@ -20,6 +20,8 @@ import minicompress as mc
 from minicompress import data, functional as F, models, optim
 from minicompress.train import evaluate, fit
 
+from _results import write_results
+
 
 def load(limit, split="train"):
     root = data.shared_data_dir()
@@ -72,6 +74,7 @@ def speed(args):
     images, labels = load(args.limit)
     batches = list(data.DataLoader(images, labels, batch_size=64, shuffle=True, seed=0))
     print(f"{len(images)} images, {len(batches)} batches of 64, {args.repeats} repeats, medians")
+    figures = {}
     for spec in ("lenet300_100", "lenet5"):
         ours, theirs = [], []
         for _ in range(args.repeats):
@@ -83,12 +86,18 @@ def speed(args):
             ratio = statistics.median(o / t for o, t in zip(ours, theirs))
             line += f" | PyTorch {statistics.median(theirs):6.2f} s/epoch | ratio {ratio:.2f}x"
         print(line, flush=True)
+        figures[spec] = {"minicompress_s_per_epoch": ours, "torch_s_per_epoch": theirs,
+                         "median_ratio": statistics.median(o / t for o, t in zip(ours, theirs)) if theirs else None}
+    settings = {"images": len(images), "batch_size": 64, "repeats": args.repeats,
+                "torch": None if torch is None else torch.__version__}
+    write_results("train_speed", settings, figures, quick=args.limit is not None)
 
 
 def accuracy(args):
     x_train, y_train = load(args.limit)
     x_test, y_test = load(None, "test")
     test = data.DataLoader(x_test, y_test, batch_size=1000)
+    figures = {}
     for spec, lr in (("lenet300_100", 0.05), ("lenet5", 0.05)):
         mc.manual_seed(0)
         model = models.from_spec(spec)
@@ -100,6 +109,9 @@ def accuracy(args):
         acc = evaluate(model, test, progress=False)
         print(f"{spec:>13}: test accuracy {acc:.2%} after {args.epochs} epochs "
               f"(SGD lr {lr} momentum 0.9, cosine schedule, {time.perf_counter() - start:.0f} s)", flush=True)
+        figures[spec] = {"test_accuracy": acc, "lr": lr, "seconds": time.perf_counter() - start}
+    write_results("train_accuracy", {"images": len(x_train), "epochs": args.epochs, "batch_size": 64}, figures,
+                  quick=args.limit is not None)
 
 
 if __name__ == "__main__":

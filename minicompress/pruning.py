@@ -21,7 +21,7 @@ everything else on top of `importance`:
    (bitmask + values, CSR or COO, whichever is smallest, with its exact byte count), and `shrink`
    physically removes dead neurons / filters to give a smaller dense model with the same outputs.
 
-Conventions (CONVENTIONS.md "Pruning"):
+Conventions (docs/CONVENTIONS.md, section 2):
 - `amount`: a float in [0, 1] is a fraction and prunes round(amount * n) entries (Python's round, half
   to even); an int is an absolute count. n is the number of entries (or channels) still unpruned, so
   pruning twice with 0.5 leaves 25%.

@@ -63,7 +63,7 @@ def test_import_safetensors_needs_a_spec(saved, capsys):
 def test_existing_outputs_and_bad_inputs_are_refused_before_any_work(saved, capsys):
     out = saved / "q.tflite"
     out.write_bytes(b"keep me")
-    assert "exists; pass --force" in _error(capsys, ["export", str(saved / "q.npz"), "--out", str(out)])
+    assert "exists already; pass --force" in _error(capsys, ["export", str(saved / "q.npz"), "--out", str(out)])
     assert out.read_bytes() == b"keep me"
     assert cli.main(["export", str(saved / "q.npz"), "--out", str(out), "--force", "--no-check"]) == 0
     assert out.read_bytes()[4:8] == b"TFL3"

@@ -7,7 +7,7 @@ Any module minicompress/commands/<name>.py listed in minicompress.cli.COMMANDS m
     def demo_row(ctx: DemoContext) -> dict | list[dict]
 
 The demo trains the baseline once, then calls each demo_row in COMMANDS order, prints the rows as a table
-and, with --out DIR, writes DIR/report.md. Fields of `ctx`:
+and, with --out DIR, writes DIR/report.md (and the table as DIR/report.json). Fields of `ctx`:
 
     ctx.model          the trained baseline (spec ctx.spec). Read it, never modify it: take ctx.copy_model().
     ctx.copy_model()   an independent copy of the baseline (same spec, same parameters and buffers).
@@ -29,7 +29,7 @@ and, with --out DIR, writes DIR/report.md. Fields of `ctx`:
     ctx.model_predict(model) a predict function running `model` in eval mode under no_grad.
     ctx.log(message)   print a line, indented under the table's progress output.
 
-The row dict (CONVENTIONS.md, "Sizes"):
+The row dict (docs/CONVENTIONS.md, section 6, "Sizes"):
 
     technique  str    short name shown in the table, e.g. "pruning 90% + fine-tune"
     accuracy   float  test accuracy in [0, 1]
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 import time
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def add_parser(subparsers):
     p.add_argument("--only", metavar="NAMES", help="comma-separated technique commands to run (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and shuffling (default: %(default)s)")
     p.add_argument("--out", type=Path, metavar="DIR", default=Path("minicompress-demo"),
-                   help="folder for report.md, summary.png, baseline.npz and the compressed files "
+                   help="folder for report.md, report.json, summary.png, baseline.npz and the compressed files "
                         "(default: %(default)s)")
     add_force_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -200,18 +201,31 @@ def write_report(out_dir: Path, rows: list[dict], settings: str, notes=()) -> Pa
 
     ax = plot_summary(rows)
     ax.figure.tight_layout()
-    ax.figure.savefig(out_dir / "summary.png", dpi=120)
+    # written like every other file: a temporary file moved into place (checkpoint.atomic_write)
+    checkpoint.atomic_write(out_dir / "summary.png", lambda f: ax.figure.savefig(f, format="png", dpi=120))
     plt.close(ax.figure)
     lines = ["# minicompress demo", "", settings, "", *table_lines(rows, markdown=True), ""]
     lines += [f"- {line}" for line in notes] + ([""] if notes else [])
     lines += ["![accuracy against compression ratio](summary.png)", ""]
     lines += [f"![{row['technique']}]({row['figure']})" for row in rows if row.get("figure")]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    text = "\n".join(lines) + "\n"
+    return checkpoint.atomic_write(path, lambda f: f.write(text.encode()))
 
 
-REPORT_FILES = ("report.md", "summary.png", "baseline.npz", "deep_compression.npz")  # what a run writes in --out
+REPORT_FILES = ("report.md", "report.json", "summary.png", "baseline.npz", "deep_compression.npz")  # what a run writes in --out
+
+
+def write_json_report(path: Path, rows: list[dict], settings: dict) -> Path:
+    """The table as JSON, {"settings": {...}, "rows": [row, ...]} (row fields as above), written atomically.
+
+    benchmarks/demo.py turns it into benchmarks/results/demo.json, from which the README's demo figures come.
+    """
+    keys = [key for key, _ in COLUMNS] + ["figure"]
+    plain = [{key: (v.item() if isinstance(v, np.generic) else v) for key in keys if (v := row.get(key)) is not None}
+             for row in rows]
+    text = json.dumps({"settings": settings, "rows": plain}, indent=1) + "\n"
+    return checkpoint.atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def run(args):
@@ -271,3 +285,6 @@ def run(args):
                         overwrite=args.force)
         settings = f"Baseline {args.model}, {epochs} epoch{'s' * (epochs != 1)}, seed {args.seed}, on {description}."
         print(f"report: {write_report(args.out, rows, settings, notes)}")
+        write_json_report(args.out / "report.json", rows,
+                          {"model": args.model, "epochs": epochs, "seed": args.seed, "dataset": args.dataset,
+                           "data": description, "quick": args.quick, "train_seconds": train_seconds})
