@@ -67,7 +67,7 @@ def test_existing_outputs_and_bad_inputs_are_refused_before_any_work(saved, caps
     assert out.read_bytes() == b"keep me"
     assert cli.main(["export", str(saved / "q.npz"), "--out", str(out), "--force", "--no-check"]) == 0
     assert out.read_bytes()[4:8] == b"TFL3"
-    assert "is the input file" in _error(capsys, ["export", str(saved / "q.npz"), "--format", "onnx", "--out",
+    assert "is the input" in _error(capsys, ["export", str(saved / "q.npz"), "--format", "onnx", "--out",
                                                   str(saved / "q.npz"), "--force"])
     assert "cannot tell the format" in _error(capsys, ["export", str(saved / "m.npz"), "--out", str(saved / "x")])
     assert "dynamically quantized" in _error(capsys, ["export", str(saved / "d.npz"), "--out", str(saved / "d.onnx")])
