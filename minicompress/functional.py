@@ -42,7 +42,11 @@ class Linear(Function):
             )
         ctx.x, ctx.w, ctx.has_bias = x, w, b is not None
         y = x @ w.T
-        return y + b if b is not None else y
+        if b is not None and y.ndim and y.dtype == np.result_type(y, b):
+            y += b  # in place: saves one output-sized array per call
+        elif b is not None:
+            y = y + b
+        return y
 
     @staticmethod
     def backward(ctx, grad):
@@ -133,8 +137,14 @@ def _conv_setup(x, w, stride, padding, op):
 
 
 def _pad(x, pads):
+    """x with (ph, pw) rows / columns of zeros on each side (np.pad does the same, with more Python overhead)."""
     (ph, pw) = pads
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+    if not (ph or pw):
+        return x
+    n, c, h, w = x.shape
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    xp[:, :, ph : ph + h, pw : pw + w] = x
+    return xp
 
 
 class Conv2dIm2col(Function):
@@ -206,10 +216,22 @@ def _banded_fits(x_shape, w_shape, padding, out_w):
     return wp <= _BANDED_MAX_WASTE * kw and kh * c * wp * o * out_w <= _BANDED_MAX_ENTRIES
 
 
-def _band_taps(band, kw, sw):
-    """The entries of ``band`` that hold weights, as a view (kh, C, kw, g, O, Wo/g).
+def _width_blocks(o, cols_used, g):
+    """How many equal blocks (widths a multiple of g) to cut the output width into. A block of Wb outputs reads
+    only sw*(Wb - 1) + kw input columns, so B shrinks with the blocks; but B's O*Wb columns should stay at least
+    ``_BLOCK_MIN_COLUMNS`` wide, below which BLAS slows down. LeNet-5's conv1 (6 x 28 outputs) gets 2 blocks."""
+    fitting = [k for k in range(1, cols_used // g + 1)
+               if cols_used % (k * g) == 0 and o * cols_used // k >= _BLOCK_MIN_COLUMNS]
+    return max(fitting, default=1)
 
-    ``band`` is (kh, C, Wp, g, O, Wo/g), its output columns ordered (q, o, w2) for output column w = g*w2 + q
+
+_BLOCK_MIN_COLUMNS = 64
+
+
+def _band_taps(band, kw, sw):
+    """The entries of ``band`` that hold weights, as a view (kh, C, kw, g, O, Wb/g).
+
+    ``band`` is (kh, C, Wblk, g, O, Wb/g), its output columns ordered (q, o, w2) for output column w = g*w2 + q
     (g = 1 for a plain convolution; g = 2 puts even and odd columns in separate halves, for 2x2 pooling). Entry
     [i, c, j, q, o, w2] of the view is band[i, c, sw*(g*w2 + q) + j, q, o, w2]: the tap W[o, c, i, j].
     """
@@ -220,36 +242,45 @@ def _band_taps(band, kw, sw):
 
 
 def _banded_forward(ctx, x, w, stride, pads, rows_used, cols_used, g):
-    """Y = R @ B for the first ``rows_used`` x ``cols_used`` outputs; returns Y as (N * rows_used, O * cols_used)
-    with columns ordered (q, o, w2) as in ``_band_taps``. Saves R and B in ctx for ``_banded_backward``."""
+    """Y = R @ B for the first ``rows_used`` x ``cols_used`` outputs, the width cut into ``_width_blocks`` blocks
+    of Wb outputs. Returns Y (N * rows_used * blocks, O * Wb): rows (n, h, k) for block k, columns (q, o, w2)
+    as in ``_band_taps``. Saves R and B in ctx for ``_banded_backward``."""
     (sh, sw), (o, c, kh, kw) = stride, w.shape
     n = x.shape[0]
     xp = _pad(x, pads)
-    wp = xp.shape[3]
-    # R[n, h, i, c, v] = x_pad[n, c, sh*h + i, v]: the kh input rows that output row h reads, side by side
-    windows = sliding_window_view(xp, kh, axis=2)[:, :, : sh * rows_used : sh]  # (N, C, rows, Wp, kh)
-    rows = windows.transpose(0, 2, 4, 1, 3).reshape(n * rows_used, kh * c * wp)
-    band = np.zeros((kh, c, wp, g, o, cols_used // g), dtype=np.result_type(x, w))
+    blocks = _width_blocks(o, cols_used, g)
+    wb = cols_used // blocks
+    wblk = sw * (wb - 1) + kw  # input columns that a block of wb outputs reads
+    # R[n, h, k, i, c, v] = x_pad[n, c, sh*h + i, sw*wb*k + v]: the kh input rows that output row h reads, for
+    # the input columns of block k, side by side
+    s_n, s_c, s_h, s_w = xp.strides
+    windows = as_strided(xp, (n, rows_used, blocks, kh, c, wblk), (s_n, sh * s_h, sw * wb * s_w, s_h, s_c, s_w))
+    rows = windows.reshape(n * rows_used * blocks, kh * c * wblk)  # the one copy
+    band = np.zeros((kh, c, wblk, g, o, wb // g), dtype=np.result_type(x, w))
     _band_taps(band, kw, sw)[...] = w.transpose(2, 1, 3, 0)[:, :, :, None, :, None]
-    band = band.reshape(kh * c * wp, o * cols_used)
+    band = band.reshape(kh * c * wblk, o * wb)
     ctx.rows, ctx.band, ctx.w_shape, ctx.xp_shape, ctx.pads, ctx.stride, ctx.g = (
         rows, band, w.shape, xp.shape, pads, stride, g)
+    ctx.blocks, ctx.wb = blocks, wb
     return rows @ band
 
 
 def _banded_backward(ctx, dy):
-    """Gradients (dx, dW) from dy (N * rows_used, O * cols_used), the output gradient in the layout of Y = R @ B."""
+    """Gradients (dx, dW) from dy, the output gradient in the layout of Y = R @ B."""
     (o, c, kh, kw), (n, _, hp, wp), (sh, sw), g = ctx.w_shape, ctx.xp_shape, ctx.stride, ctx.g
+    blocks, wb = ctx.blocks, ctx.wb
+    wblk = sw * (wb - 1) + kw
     gx = gw = None
     if ctx.needs_input_grad[0]:
-        rows_used = dy.shape[0] // n
-        d_rows = (dy @ ctx.band.T).reshape(n, rows_used, kh, c, wp)
+        rows_used = dy.shape[0] // (n * blocks)
+        d_rows = (dy @ ctx.band.T).reshape(n, rows_used, blocks, kh, c, wblk)
         dxp = np.zeros((n, hp, c, wp), dtype=d_rows.dtype)  # rows first, like d_rows, so each add is one slab
         for i in range(kh):
-            dxp[:, i : i + sh * rows_used : sh] += d_rows[:, :, i]
+            for k in range(blocks):  # neighbouring blocks overlap by kw - sw columns: one add at a time
+                dxp[:, i : i + sh * rows_used : sh, :, sw * wb * k : sw * wb * k + wblk] += d_rows[:, :, k, i]
         gx = _unpad(dxp.transpose(0, 2, 1, 3), ctx.pads)
     if ctx.needs_input_grad[1]:
-        d_band = (ctx.rows.T @ dy).reshape(kh, c, wp, g, o, -1)
+        d_band = (ctx.rows.T @ dy).reshape(kh, c, wblk, g, o, wb // g)
         gw = _band_taps(d_band, kw, sw).sum(axis=(3, 5)).transpose(3, 1, 0, 2)
     return gx, gw
 
@@ -266,14 +297,15 @@ class Conv2dBanded(Function):
         stride, pads, (ho, wo) = _conv_setup(x, w, stride, padding, "conv2d_banded")
         y = _banded_forward(ctx, x, w, stride, pads, ho, wo, 1)
         if b is not None:
-            y += np.repeat(b, wo)  # columns are (o, w)
+            y += np.repeat(b, ctx.wb)  # columns are (o, w) within a block
         ctx.has_bias = b is not None
-        return y.reshape(x.shape[0], ho, w.shape[0], wo).transpose(0, 2, 1, 3)
+        n, o, blocks, wb = x.shape[0], w.shape[0], ctx.blocks, ctx.wb
+        return y.reshape(n, ho, blocks, o, wb).transpose(0, 3, 1, 2, 4).reshape(n, o, ho, wo)
 
     @staticmethod
     def backward(ctx, grad):
         n, o, ho, wo = grad.shape
-        dy = grad.transpose(0, 2, 1, 3).reshape(n * ho, o * wo)
+        dy = grad.reshape(n, o, ho, ctx.blocks, ctx.wb).transpose(0, 2, 3, 1, 4).reshape(-1, o * ctx.wb)
         gx, gw = _banded_backward(ctx, dy)
         gb = grad.sum(axis=(0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb, None, None
@@ -421,36 +453,39 @@ class Conv2dReLUMaxPool(Function):
             raise ValueError(f"conv2d_relu_maxpool2d: the convolution output {ho}x{wo} is smaller than the 2x2 pool "
                              f"(input shape {x.shape}, weight shape {w.shape})")
         n, o = x.shape[0], w.shape[0]
-        z = _banded_forward(ctx, x, w, stride, pads, 2 * hq, 2 * wq, 2).reshape(n * hq, 2, 2, o * wq)
+        z = _banded_forward(ctx, x, w, stride, pads, 2 * hq, 2 * wq, 2)
+        blocks, wb2 = ctx.blocks, ctx.wb // 2
+        z = z.reshape(n * hq, 2, blocks, 2, o * wb2)  # [(n, h2), p, k, q, (o, w2)]
         # first maximum in row-major order: the right member of a pair wins only if strictly larger, the bottom
         # pair only if its maximum is strictly larger than the top pair's
-        right_top, right_bottom = z[:, 0, 1] > z[:, 0, 0], z[:, 1, 1] > z[:, 1, 0]
-        top, bottom = np.maximum(z[:, 0, 0], z[:, 0, 1]), np.maximum(z[:, 1, 0], z[:, 1, 1])
+        right_top, right_bottom = z[:, 0, :, 1] > z[:, 0, :, 0], z[:, 1, :, 1] > z[:, 1, :, 0]
+        top, bottom = np.maximum(z[:, 0, :, 0], z[:, 0, :, 1]), np.maximum(z[:, 1, :, 0], z[:, 1, :, 1])
         from_bottom = bottom > top
         y = np.maximum(top, bottom, out=top)
         if b is not None:
-            y += np.repeat(b, wq)  # columns are (o, w2)
+            y += np.repeat(b, wb2)  # columns are (o, w2) within a block
         if relu:
             np.maximum(y, 0, out=y)
         ctx.winner, ctx.y, ctx.relu, ctx.has_bias = (right_top, right_bottom, from_bottom), y, relu, b is not None
-        return y.reshape(n, hq, o, wq).transpose(0, 2, 1, 3)
+        return y.reshape(n, hq, blocks, o, wb2).transpose(0, 3, 1, 2, 4).reshape(n, o, hq, wq)
 
     @staticmethod
     def backward(ctx, grad):
         n, o, hq, wq = grad.shape
-        gy = grad.transpose(0, 2, 1, 3).reshape(n * hq, o * wq)
+        blocks, wb2 = ctx.blocks, ctx.wb // 2
+        gy = grad.reshape(n, o, hq, blocks, wb2).transpose(0, 2, 3, 1, 4).reshape(n * hq, blocks, o * wb2)
         if ctx.relu:
             gy = gy * (ctx.y > 0)
         right_top, right_bottom, from_bottom = ctx.winner
-        gz = np.empty((n * hq, 2, 2, o * wq), dtype=gy.dtype)
+        gz = np.empty((n * hq, 2, blocks, 2, o * wb2), dtype=gy.dtype)
         g_bottom = gy * from_bottom
         g_top = gy - g_bottom  # exact: each entry is gy or 0
-        np.multiply(g_top, right_top, out=gz[:, 0, 1])
-        np.subtract(g_top, gz[:, 0, 1], out=gz[:, 0, 0])
-        np.multiply(g_bottom, right_bottom, out=gz[:, 1, 1])
-        np.subtract(g_bottom, gz[:, 1, 1], out=gz[:, 1, 0])
-        gx, gw = _banded_backward(ctx, gz.reshape(n * 2 * hq, 2 * o * wq))
-        gb = gy.reshape(-1, o, wq).sum(axis=(0, 2)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        np.multiply(g_top, right_top, out=gz[:, 0, :, 1])
+        np.subtract(g_top, gz[:, 0, :, 1], out=gz[:, 0, :, 0])
+        np.multiply(g_bottom, right_bottom, out=gz[:, 1, :, 1])
+        np.subtract(g_bottom, gz[:, 1, :, 1], out=gz[:, 1, :, 0])
+        gx, gw = _banded_backward(ctx, gz.reshape(-1, 2 * o * wb2))
+        gb = gy.reshape(-1, o, wb2).sum(axis=(0, 2)) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb, None, None, None
 
 

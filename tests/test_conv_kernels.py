@@ -43,6 +43,12 @@ def case_arrays(case, dtype=np.float64):
             rng.standard_normal(w_shape[0]).astype(dtype), stride, padding)
 
 
+@pytest.fixture(params=[64, 1], ids=["default-blocks", "most-blocks"])
+def blocks(request, monkeypatch):
+    """Run a test with the default width blocks, and again cutting the width into as many blocks as possible."""
+    monkeypatch.setattr(F, "_BLOCK_MIN_COLUMNS", request.param)
+
+
 def grads(fn, *arrays, upstream=None):
     tensors = [Tensor(a, requires_grad=True) for a in arrays]
     out = fn(*tensors)
@@ -55,7 +61,7 @@ def grads(fn, *arrays, upstream=None):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_banded_equals_loop_and_im2col_in_values_and_gradients(case):
+def test_banded_equals_loop_and_im2col_in_values_and_gradients(case, blocks):
     x, w, b, stride, padding = case_arrays(case)
     expected = conv_loops(x, w, b, stride, padding)
     banded, g_banded = grads(lambda *t: F.conv2d_banded(*t, stride, padding), x, w, b)
@@ -67,7 +73,7 @@ def test_banded_equals_loop_and_im2col_in_values_and_gradients(case):
 
 
 @pytest.mark.parametrize("case", CASES[:4])
-def test_banded_finite_differences(case):
+def test_banded_finite_differences(case, blocks):
     x, w, b, stride, padding = case_arrays(case)
     assert gradcheck(lambda *t: F.conv2d_banded(*t, stride, padding), [x[:1], w, b])
 
@@ -90,6 +96,12 @@ def test_band_matrix_is_the_kernel_on_its_diagonals():
     F._banded_forward(ctx, np.zeros((1, 1, 2, 5)), w, (1, 1), (0, 0), 1, 3, 1)
     assert ctx.band.tolist() == [[1, 0, 0], [2, 1, 0], [3, 2, 1], [0, 3, 2], [0, 0, 3],
                                  [4, 0, 0], [5, 4, 0], [6, 5, 4], [0, 6, 5], [0, 0, 6]]
+
+
+def test_width_blocks_keep_64_columns_and_whole_pool_pairs():
+    assert F._width_blocks(6, 28, 2) == 2  # LeNet-5 conv1: 2 blocks of 14 outputs, B has 6 * 14 = 84 columns
+    assert F._width_blocks(16, 10, 2) == 1  # conv2: 5 blocks of 2 would leave 32 columns
+    assert F._width_blocks(6, 28, 1) == 2 and F._width_blocks(64, 12, 2) == 6 and F._width_blocks(1, 5, 1) == 1
 
 
 def test_conv2d_uses_the_banded_kernel_where_it_is_cheap():
@@ -123,7 +135,7 @@ def unfused(x, w, b, stride, padding, relu):
 
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("case", CASES)
-def test_fused_equals_unfused_in_values_and_gradients(case, relu):
+def test_fused_equals_unfused_in_values_and_gradients(case, relu, blocks):
     x, w, b, stride, padding = case_arrays(case)
     if min((x.shape[2 + a] + 2 * padding[a] - w.shape[2 + a]) // stride[a] + 1 for a in (0, 1)) < 2:
         pytest.skip("convolution output smaller than the pool")
@@ -135,7 +147,7 @@ def test_fused_equals_unfused_in_values_and_gradients(case, relu):
 
 
 @pytest.mark.parametrize("relu", [True, False])
-def test_fused_finite_differences_odd_sizes(relu):
+def test_fused_finite_differences_odd_sizes(relu, blocks):
     x, w, b, stride, padding = case_arrays(((1, 2, 8, 7), (3, 2, 2, 2), (1, 1), (1, 0)))  # 9x6 conv output
     assert gradcheck(lambda *t: F.conv2d_relu_maxpool2d(*t, stride, padding, relu), [x, w, b])
 
