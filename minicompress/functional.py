@@ -5,6 +5,11 @@ of the elementary ops in ``tensor.py`` (``softmax_simple`` below is one, kept to
 where a composition would be numerically unstable (softmax, log-softmax, cross-entropy) or slow (linear,
 convolution, pooling, batch norm). Layouts follow PyTorch: ``x`` is (N, C, H, W), a conv weight (O, C, kh, kw),
 a linear weight (out, in).
+
+The convolution comes in two kernels that compute the same thing: im2col (``conv2d_im2col``, one column per window,
+as derived in tutorial 00) and a banded matrix over image rows (``conv2d_banded``, faster on MNIST-sized images);
+``conv2d`` picks one. ``conv2d_relu_maxpool2d`` fuses Conv2d -> ReLU -> MaxPool2d(2), which ``nn.Sequential``
+uses for such chains; the three separate functions are its reference.
 """
 
 import numpy as np
