@@ -494,14 +494,18 @@ class Sequential(Module):
 
 def _fusable_chain(modules, i):
     """How many modules from ``modules[i]`` form Conv2d -> [ReLU] -> MaxPool2d(2) (3 or 2), or 0 if they don't."""
-    if type(modules[i]) is not Conv2d:
+    def plain(module, cls, hooks_allowed=False):  # the class's own forward, not a subclass's or a patched one
+        return (type(module) is cls and "forward" not in module.__dict__
+                and (hooks_allowed or not module._forward_pre_hooks))
+
+    if not plain(modules[i], Conv2d, hooks_allowed=True):
         return 0
     j = i + 1
-    if j < len(modules) and type(modules[j]) is ReLU and not modules[j]._forward_pre_hooks:
+    if j < len(modules) and plain(modules[j], ReLU):
         j += 1
     pool = modules[j] if j < len(modules) else None
-    if (type(pool) is MaxPool2d and not pool._forward_pre_hooks and pool.kernel_size in (2, (2, 2))
-            and pool.stride in (None, 2, (2, 2)) and pool.padding in (0, (0, 0))):
+    if (plain(pool, MaxPool2d) and pool.kernel_size in (2, (2, 2)) and pool.stride in (None, 2, (2, 2))
+            and pool.padding in (0, (0, 0))):
         return j - i + 1
     return 0
 

@@ -262,6 +262,10 @@ def test_sequential_recognises_the_chain():
     assert [nn._fusable_chain(list(caffe), i) for i in (0, 2)] == [2, 2]
     strided = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2, stride=1))
     assert nn._fusable_chain(list(strided), 0) == 0
+    patched = models.lenet5()
+    patched[3].forward = lambda x: F.conv2d(x, patched[3].weight)  # an instance's own forward is respected
+    assert nn._fusable_chain(list(patched), 3) == 0
+    assert patched(mnist_batch(2)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("spec", ["lenet5", "lenet5_caffe"])
