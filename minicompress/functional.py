@@ -5,10 +5,15 @@ of the elementary ops in ``tensor.py`` (``softmax_simple`` below is one, kept to
 where a composition would be numerically unstable (softmax, log-softmax, cross-entropy) or slow (linear,
 convolution, pooling, batch norm). Layouts follow PyTorch: ``x`` is (N, C, H, W), a conv weight (O, C, kh, kw),
 a linear weight (out, in).
+
+The convolution comes in two kernels that compute the same thing: im2col (``conv2d_im2col``, one column per window,
+as derived in tutorial 00) and a banded matrix over image rows (``conv2d_banded``, faster on MNIST-sized images);
+``conv2d`` picks one. ``conv2d_relu_maxpool2d`` fuses Conv2d -> ReLU -> MaxPool2d(2), which ``nn.Sequential``
+uses for such chains; the three separate functions are its reference.
 """
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from .tensor import Function, ReLU, Tensor, _operand, default_rng
 
@@ -42,7 +47,11 @@ class Linear(Function):
             )
         ctx.x, ctx.w, ctx.has_bias = x, w, b is not None
         y = x @ w.T
-        return y + b if b is not None else y
+        if b is not None and y.ndim and y.dtype == np.result_type(y, b):
+            y += b  # in place: saves one output-sized array per call
+        elif b is not None:
+            y = y + b
+        return y
 
     @staticmethod
     def backward(ctx, grad):
@@ -60,8 +69,18 @@ def linear(x, w, b=None):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Convolution and pooling: im2col with sliding windows
+# Convolution, two ways: im2col, and a banded matrix over image rows
 # --------------------------------------------------------------------------------------------------------------------
+#
+# Both compute the same cross-correlation (as PyTorch), for x (N, C, H, W), W (O, C, kh, kw), stride s, padding p:
+#
+#     y[n, o, h, w] = sum_{c, i, j} W[o, c, i, j] * x_pad[n, c, s*h + i, s*w + j] + b[o]
+#
+# i.e. y = sum W x_window + b over every window. im2col writes every window as a column and multiplies once by
+# W (O, C*kh*kw): few FLOPs, but the windows overlap kh*kw times, so the copy is large and the matrices thin. The
+# banded kernel multiplies whole image rows by a larger, mostly-zero matrix built from W: more FLOPs, but big
+# contiguous matrices that BLAS runs several times faster, and a small copy. ``conv2d`` picks the banded kernel
+# where it is cheap (``_banded_fits``) and im2col elsewhere.
 
 
 def _im2col(xp, kernel, stride, out_hw):
@@ -101,7 +120,39 @@ def _unpad(xp, pads):
     return xp[:, :, ph : xp.shape[2] - ph, pw : xp.shape[3] - pw] if ph or pw else xp
 
 
-class Conv2d(Function):
+def _conv_setup(x, w, stride, padding, op):
+    """Check a convolution's arguments; return stride and padding as pairs and the output size (Ho, Wo)."""
+    _check_image(x, op)
+    if w.ndim != 4 or x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"{op}: input has {x.shape[1]} channels (shape {x.shape}) but the weight of shape {w.shape} "
+            f"expects {w.shape[1] if w.ndim == 4 else '(a 4-D weight)'}"
+        )
+    (sh, sw), (ph, pw) = _pair(stride, "stride", op), _pair(padding, "padding", op)
+    if sh == 0 or sw == 0:
+        raise ValueError(f"{op}: stride must be >= 1, got {stride!r}")
+    kh, kw = w.shape[2:]
+    h, wd = x.shape[2:]
+    if kh > h + 2 * ph or kw > wd + 2 * pw:
+        raise ValueError(
+            f"{op}: kernel {kh}x{kw} is larger than the padded input {h + 2 * ph}x{wd + 2 * pw} "
+            f"(input shape {x.shape}, padding {padding})"
+        )
+    return (sh, sw), (ph, pw), ((h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1)
+
+
+def _pad(x, pads):
+    """x with (ph, pw) rows / columns of zeros on each side (np.pad does the same, with more Python overhead)."""
+    (ph, pw) = pads
+    if not (ph or pw):
+        return x
+    n, c, h, w = x.shape
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    xp[:, :, ph : ph + h, pw : pw + w] = x
+    return xp
+
+
+class Conv2dIm2col(Function):
     """y[n, o] = sum_{c, i, j} W[o, c, i, j] * x_pad[n, c, s*h + i, s*w + j] + b[o]  (cross-correlation, as PyTorch).
 
     im2col: every window becomes a column of ``cols`` (C*kh*kw, N*Ho*Wo); the convolution is then one matrix
@@ -110,31 +161,16 @@ class Conv2d(Function):
 
     @staticmethod
     def forward(ctx, x, w, b, stride, padding):
-        _check_image(x, "conv2d")
-        if w.ndim != 4 or x.shape[1] != w.shape[1]:
-            raise ValueError(
-                f"conv2d: input has {x.shape[1]} channels (shape {x.shape}) but the weight of shape {w.shape} "
-                f"expects {w.shape[1] if w.ndim == 4 else '(a 4-D weight)'}"
-            )
-        (sh, sw), (ph, pw) = _pair(stride, "stride", "conv2d"), _pair(padding, "padding", "conv2d")
-        if sh == 0 or sw == 0:
-            raise ValueError(f"conv2d: stride must be >= 1, got {stride!r}")
+        (sh, sw), (ph, pw), (ho, wo) = _conv_setup(x, w, stride, padding, "conv2d")
         o, c, kh, kw = w.shape
-        n, _, h, wd = x.shape
-        if kh > h + 2 * ph or kw > wd + 2 * pw:
-            raise ValueError(
-                f"conv2d: kernel {kh}x{kw} is larger than the padded input {h + 2 * ph}x{wd + 2 * pw} "
-                f"(input shape {x.shape}, padding {padding})"
-            )
-        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
-        ho, wo = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+        xp = _pad(x, (ph, pw))
         cols = _im2col(xp, (kh, kw), (sh, sw), (ho, wo))
         y = w.reshape(o, -1) @ cols
         if b is not None:
             y += b[:, None]
         ctx.cols, ctx.w, ctx.xp_shape, ctx.pads = cols, w, xp.shape, (ph, pw)
         ctx.stride, ctx.has_bias = (sh, sw), b is not None
-        return y.reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
+        return y.reshape(o, x.shape[0], ho, wo).transpose(1, 0, 2, 3)
 
     @staticmethod
     def backward(ctx, grad):
@@ -153,10 +189,156 @@ class Conv2d(Function):
         return gx, gw, gb, None, None
 
 
+def conv2d_im2col(x, w, b=None, stride=1, padding=0):
+    """2-D convolution by im2col (one matrix product with a column per window); same result as ``conv2d``."""
+    return Conv2dIm2col.apply(_operand(x), w, b, stride, padding)
+
+
+# ---- the banded (Toeplitz) kernel ---------------------------------------------------------------------------------
+#
+# Take one kernel row i. Output row h of channel o gets, from input row s*h + i of channel c, the 1-D correlation
+#     y_i[o, w] = sum_j W[o, c, i, j] * x_pad[c, s*h + i, s*w + j],
+# which is a vector-matrix product  x_pad[c, s*h + i, :] @ B[i, c]  with the banded (Toeplitz) matrix
+#     B[i, c][v, (o, w)] = W[o, c, i, v - s*w]   if 0 <= v - s*w < kw, else 0
+# (each column holds the kernel row, shifted by s along the diagonal). Stack the kh input rows s*h + i of all C
+# channels side by side into one long row R[n, h] of length kh*C*Wp, stack the B[i, c] on top of each other, and
+# the whole convolution is ONE matrix product
+#     Y (N*Ho, O*Wo) = R (N*Ho, kh*C*Wp) @ B (kh*C*Wp, O*Wo).
+# R copies each input row only kh times (im2col copies each pixel kh*kw times), and the matrices are wide.
+# Backward, with G the output gradient in the same (N*Ho, O*Wo) layout:
+#     dB = R^T G  (then dW[o, c, i, j] = sum_w dB[(i, c, s*w + j), (o, w)], read along the band),
+#     dR = G B^T  (then dx_pad[n, c, s*h + i] += dR[n, h, i, c]: kh row-shifted adds).
+# The price: B is mostly zeros, Wp / kw times more multiply-adds than im2col, so it only pays for narrow images.
+
+_BANDED_MAX_WASTE = 8  # banded when Wp / kw <= this (at most 8x im2col's multiply-adds): MNIST-sized images
+_BANDED_MAX_ENTRIES = 1 << 22  # and B has at most 4M entries (16 MB in float32)
+
+
+def _banded_fits(x_shape, w_shape, padding, out_w):
+    """Whether the banded kernel is the cheaper one: narrow padded rows and a band matrix of modest size."""
+    o, c, kh, kw = w_shape
+    wp = x_shape[3] + 2 * padding[1]
+    return wp <= _BANDED_MAX_WASTE * kw and kh * c * wp * o * out_w <= _BANDED_MAX_ENTRIES
+
+
+def _width_blocks(o, cols_used, g):
+    """How many equal blocks (widths a multiple of g) to cut the output width into. A block of Wb outputs reads
+    only sw*(Wb - 1) + kw input columns, so B shrinks with the blocks; but B's O*Wb columns should stay at least
+    ``_BLOCK_MIN_COLUMNS`` wide, below which BLAS slows down. LeNet-5's conv1 (6 x 28 outputs) gets 2 blocks."""
+    fitting = [k for k in range(1, cols_used // g + 1)
+               if cols_used % (k * g) == 0 and o * cols_used // k >= _BLOCK_MIN_COLUMNS]
+    return max(fitting, default=1)
+
+
+_BLOCK_MIN_COLUMNS = 64
+
+
+def _band_taps(band, kw, sw):
+    """The entries of ``band`` that hold weights, as a view (kh, C, kw, g, O, Wb/g).
+
+    ``band`` is (kh, C, Wblk, g, O, Wb/g), its output columns ordered (q, o, w2) for output column w = g*w2 + q
+    (g = 1 for a plain convolution; g = 2 puts even and odd columns in separate halves, for 2x2 pooling). Entry
+    [i, c, j, q, o, w2] of the view is band[i, c, sw*(g*w2 + q) + j, q, o, w2]: the tap W[o, c, i, j].
+    """
+    kh, c, _, g, o, wg = band.shape
+    s = band.strides
+    strides = (s[0], s[1], s[2], sw * s[2] + s[3], s[4], g * sw * s[2] + s[5])
+    return as_strided(band, (kh, c, kw, g, o, wg), strides)
+
+
+def _banded_forward(ctx, x, w, stride, pads, rows_used, cols_used, g):
+    """Y = R @ B for the first ``rows_used`` x ``cols_used`` outputs, the width cut into ``_width_blocks`` blocks
+    of Wb outputs. Returns Y (N * rows_used * blocks, O * Wb): rows (n, h, k) for block k, columns (q, o, w2)
+    as in ``_band_taps``. Saves R and B in ctx for ``_banded_backward``."""
+    (sh, sw), (o, c, kh, kw) = stride, w.shape
+    n = x.shape[0]
+    xp = _pad(x, pads)
+    blocks = _width_blocks(o, cols_used, g)
+    wb = cols_used // blocks
+    wblk = sw * (wb - 1) + kw  # input columns that a block of wb outputs reads
+    # R[n, h, k, i, c, v] = x_pad[n, c, sh*h + i, sw*wb*k + v]: the kh input rows that output row h reads, for
+    # the input columns of block k, side by side
+    s_n, s_c, s_h, s_w = xp.strides
+    windows = as_strided(xp, (n, rows_used, blocks, kh, c, wblk), (s_n, sh * s_h, sw * wb * s_w, s_h, s_c, s_w))
+    rows = windows.reshape(n * rows_used * blocks, kh * c * wblk)  # the one copy
+    band = np.zeros((kh, c, wblk, g, o, wb // g), dtype=np.result_type(x, w))
+    _band_taps(band, kw, sw)[...] = w.transpose(2, 1, 3, 0)[:, :, :, None, :, None]
+    band = band.reshape(kh * c * wblk, o * wb)
+    ctx.rows, ctx.band, ctx.w_shape, ctx.xp_shape, ctx.pads, ctx.stride, ctx.g = (
+        rows, band, w.shape, xp.shape, pads, stride, g)
+    ctx.blocks, ctx.wb = blocks, wb
+    return rows @ band
+
+
+def _banded_backward(ctx, dy):
+    """Gradients (dx, dW) from dy, the output gradient in the layout of Y = R @ B."""
+    (o, c, kh, kw), (n, _, hp, wp), (sh, sw), g = ctx.w_shape, ctx.xp_shape, ctx.stride, ctx.g
+    blocks, wb = ctx.blocks, ctx.wb
+    wblk = sw * (wb - 1) + kw
+    gx = gw = None
+    if ctx.needs_input_grad[0]:
+        rows_used = dy.shape[0] // (n * blocks)
+        d_rows = (dy @ ctx.band.T).reshape(n, rows_used, blocks, kh, c, wblk)
+        dxp = np.zeros((n, hp, c, wp), dtype=d_rows.dtype)  # rows first, like d_rows, so each add is one slab
+        for i in range(kh):
+            for k in range(blocks):  # neighbouring blocks overlap by kw - sw columns: one add at a time
+                dxp[:, i : i + sh * rows_used : sh, :, sw * wb * k : sw * wb * k + wblk] += d_rows[:, :, k, i]
+        gx = _unpad(dxp.transpose(0, 2, 1, 3), ctx.pads)
+    if ctx.needs_input_grad[1]:
+        d_band = (ctx.rows.T @ dy).reshape(kh, c, wblk, g, o, wb // g)
+        gw = _band_taps(d_band, kw, sw).sum(axis=(3, 5)).transpose(3, 1, 0, 2)
+    return gx, gw
+
+
+class Conv2dBanded(Function):
+    """y[n, o] = sum_{c, i, j} W[o, c, i, j] * x_pad[n, c, s*h + i, s*w + j] + b[o], as one matrix product of image
+    rows with a banded (Toeplitz) matrix B built from W:  Y = R @ B  (see the comment above ``_BANDED_MAX_WASTE``).
+
+    Backward: dB = R^T G read along the band gives dW; dR = G B^T, added back onto kh shifted rows, gives dx.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b, stride, padding):
+        stride, pads, (ho, wo) = _conv_setup(x, w, stride, padding, "conv2d_banded")
+        y = _banded_forward(ctx, x, w, stride, pads, ho, wo, 1)
+        if b is not None:
+            y += np.repeat(b, ctx.wb)  # columns are (o, w) within a block
+        ctx.has_bias = b is not None
+        n, o, blocks, wb = x.shape[0], w.shape[0], ctx.blocks, ctx.wb
+        return y.reshape(n, ho, blocks, o, wb).transpose(0, 3, 1, 2, 4).reshape(n, o, ho, wo)
+
+    @staticmethod
+    def backward(ctx, grad):
+        n, o, ho, wo = grad.shape
+        dy = grad.reshape(n, o, ho, ctx.blocks, ctx.wb).transpose(0, 2, 3, 1, 4).reshape(-1, o * ctx.wb)
+        gx, gw = _banded_backward(ctx, dy)
+        gb = grad.sum(axis=(0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None, None
+
+
+def conv2d_banded(x, w, b=None, stride=1, padding=0):
+    """2-D convolution as one matrix product with a banded (Toeplitz) weight matrix; same result as ``conv2d``."""
+    return Conv2dBanded.apply(_operand(x), w, b, stride, padding)
+
+
 def conv2d(x, w, b=None, stride=1, padding=0):
     """2-D convolution of x (N, C, H, W) with w (O, C, kh, kw) and optional b (O,): output (N, O, Ho, Wo),
-    Ho = (H + 2 * padding - kh) // stride + 1."""
-    return Conv2d.apply(_operand(x), w, b, stride, padding)
+    Ho = (H + 2 * padding - kh) // stride + 1;  y = sum W x_window + b for every window.
+
+    Uses the banded kernel (``conv2d_banded``) for narrow images such as MNIST's (padded width at most 8 kernel
+    widths, band matrix at most 4M entries), im2col (``conv2d_im2col``) otherwise; both give the same values and
+    gradients. Stride and padding are supported by both (no dilation or groups in this library).
+    """
+    x = _operand(x)
+    xd, wd = np.asarray(_operand_data(x)), np.asarray(_operand_data(w))
+    _, pads, (_, wo) = _conv_setup(xd, wd, stride, padding, "conv2d")
+    kernel = Conv2dBanded if _banded_fits(xd.shape, wd.shape, pads, wo) else Conv2dIm2col
+    return kernel.apply(x, w, b, stride, padding)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pooling
+# --------------------------------------------------------------------------------------------------------------------
 
 
 def _pool_setup(x, kernel_size, stride, padding, op):
@@ -243,6 +425,88 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
 def relu(x):
     """relu(x) = max(x, 0)."""
     return ReLU.apply(_operand(x))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fused Conv2d -> ReLU -> MaxPool2d(2)
+# --------------------------------------------------------------------------------------------------------------------
+#
+# Two facts make this chain cheaper than its three layers:
+# 1. bias and ReLU commute with a max:  max_k relu(z_k + b) = relu(max_k z_k + b), because b is the same across a
+#    pooling window and relu is non-decreasing. So the pool runs on the raw products z = R @ B, and bias and ReLU on
+#    the pooled array, 4x smaller.
+# 2. In the banded layout, output rows are (n, h) and, with g = 2 in ``_band_taps``, output columns are (q, o, w2)
+#    for w = 2*w2 + q. The four members (p, q) of the window at (h2, w2) are then rows 2*h2 + p and column halves
+#    q: four contiguous slabs, and the pool is three elementwise maxima of whole slabs.
+# The gradient goes to the first maximum of each window in row-major order (0, 0), (0, 1), (1, 0), (1, 1), as
+# PyTorch and ``max_pool2d``: MNIST's blank background makes whole windows equal, and a plain equality mask would
+# send the gradient to all four.
+
+
+class Conv2dReLUMaxPool(Function):
+    """y = maxpool_2x2(relu(conv2d(x, W) + b)) computed as relu(maxpool_2x2(R @ B) + b); ReLU optional.
+
+    Backward: g_z = g_y * 1[y > 0] at the first maximum of each window (0 elsewhere); db = sum of g_y * 1[y > 0];
+    dx and dW from g_z as in ``Conv2dBanded``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b, stride, padding, relu):
+        stride, pads, (ho, wo) = _conv_setup(x, w, stride, padding, "conv2d_relu_maxpool2d")
+        hq, wq = ho // 2, wo // 2  # as max_pool2d(2): an odd last row or column is dropped, so never computed
+        if hq == 0 or wq == 0:
+            raise ValueError(f"conv2d_relu_maxpool2d: the convolution output {ho}x{wo} is smaller than the 2x2 pool "
+                             f"(input shape {x.shape}, weight shape {w.shape})")
+        n, o = x.shape[0], w.shape[0]
+        z = _banded_forward(ctx, x, w, stride, pads, 2 * hq, 2 * wq, 2)
+        blocks, wb2 = ctx.blocks, ctx.wb // 2
+        z = z.reshape(n * hq, 2, blocks, 2, o * wb2)  # [(n, h2), p, k, q, (o, w2)]
+        # first maximum in row-major order: the right member of a pair wins only if strictly larger, the bottom
+        # pair only if its maximum is strictly larger than the top pair's
+        right_top, right_bottom = z[:, 0, :, 1] > z[:, 0, :, 0], z[:, 1, :, 1] > z[:, 1, :, 0]
+        top, bottom = np.maximum(z[:, 0, :, 0], z[:, 0, :, 1]), np.maximum(z[:, 1, :, 0], z[:, 1, :, 1])
+        from_bottom = bottom > top
+        y = np.maximum(top, bottom, out=top)
+        if b is not None:
+            y += np.repeat(b, wb2)  # columns are (o, w2) within a block
+        if relu:
+            np.maximum(y, 0, out=y)
+        ctx.winner, ctx.y, ctx.relu, ctx.has_bias = (right_top, right_bottom, from_bottom), y, relu, b is not None
+        return y.reshape(n, hq, blocks, o, wb2).transpose(0, 3, 1, 2, 4).reshape(n, o, hq, wq)
+
+    @staticmethod
+    def backward(ctx, grad):
+        n, o, hq, wq = grad.shape
+        blocks, wb2 = ctx.blocks, ctx.wb // 2
+        gy = grad.reshape(n, o, hq, blocks, wb2).transpose(0, 2, 3, 1, 4).reshape(n * hq, blocks, o * wb2)
+        if ctx.relu:
+            gy = gy * (ctx.y > 0)
+        right_top, right_bottom, from_bottom = ctx.winner
+        gz = np.empty((n * hq, 2, blocks, 2, o * wb2), dtype=gy.dtype)
+        g_bottom = gy * from_bottom
+        g_top = gy - g_bottom  # exact: each entry is gy or 0
+        np.multiply(g_top, right_top, out=gz[:, 0, :, 1])
+        np.subtract(g_top, gz[:, 0, :, 1], out=gz[:, 0, :, 0])
+        np.multiply(g_bottom, right_bottom, out=gz[:, 1, :, 1])
+        np.subtract(g_bottom, gz[:, 1, :, 1], out=gz[:, 1, :, 0])
+        gx, gw = _banded_backward(ctx, gz.reshape(-1, 2 * o * wb2))
+        gb = gy.reshape(-1, o, wb2).sum(axis=(0, 2)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None, None, None
+
+
+def conv2d_relu_maxpool2d(x, w, b=None, stride=1, padding=0, relu=True):
+    """max_pool2d(relu(conv2d(x, w, b, stride, padding)), 2) in one step (without the relu if ``relu=False``).
+
+    Same values as the three functions one after another, and the same gradients (the pool's first-maximum rule
+    included); fused with the banded kernel where ``conv2d`` would use it, otherwise the three functions in turn.
+    """
+    x = _operand(x)
+    xd, wd = np.asarray(_operand_data(x)), np.asarray(_operand_data(w))
+    _, pads, (_, wo) = _conv_setup(xd, wd, stride, padding, "conv2d_relu_maxpool2d")
+    if _banded_fits(xd.shape, wd.shape, pads, wo):
+        return Conv2dReLUMaxPool.apply(x, w, b, stride, padding, relu)
+    y = Conv2dIm2col.apply(x, w, b, stride, padding)
+    return max_pool2d(ReLU.apply(y) if relu else y, 2)
 
 
 # --------------------------------------------------------------------------------------------------------------------
