@@ -21,6 +21,8 @@ from minicompress import quantization as Q
 from minicompress.data import DataLoader, load_mnist, shared_data_dir
 from minicompress.train import evaluate, fit, set_seed
 
+from _results import write_results  # benchmarks/ is on the path when a benchmark runs
+
 
 def median_seconds(fn, repeats):
     times = []
@@ -67,7 +69,7 @@ def main(argv=None):
     x = test_loader.transform(x_test).reshape(-1, 1, 28, 28)
     model = models.lenet5()
     fit(model, train_loader, 1 if args.quick else args.epochs, optim.Adam(model.parameters(), lr=1e-3),
-        progress=not args.quick)
+        progress=not args.quick, desc="export benchmark: train LeNet-5")
     model.eval()
     calib = [test_loader.transform(x_train[i:i + 256]).reshape(-1, 1, 28, 28) for i in range(0, 1024, 256)]
     qmodel = Q.quantize_static(model, calib)
@@ -77,8 +79,8 @@ def main(argv=None):
              "int8 .onnx": export.to_onnx(qmodel).SerializeToString()}
     dense = Q.float_nbytes(model)
     print(f"LeNet-5, {args.epochs if not args.quick else 1} epoch(s), {len(x):,} test images ({source})")
-    print(f"float32 test accuracy {evaluate(model, test_loader, progress=False):.2%}, "
-          f"int8 {evaluate(qmodel, test_loader, progress=False):.2%}")
+    float_acc, int8_acc = evaluate(model, test_loader, progress=False), evaluate(qmodel, test_loader, progress=False)
+    print(f"float32 test accuracy {float_acc:.2%}, int8 {int8_acc:.2%}")
     print(f"\n{'file':<18}{'bytes':>11}{'dense float32 / file':>23}")
     for name, content in files.items():
         print(f"{name:<18}{len(content):>11,}{dense / len(content):>22.2f}x")
@@ -111,6 +113,12 @@ def main(argv=None):
           f"{seconds['minicompress int8'] / seconds['LiteRT int8 + XNNPACK']:.1f}x")
     print("(LiteRT: its optimized kernels, without and with the XNNPACK delegate (LiteRT's default), num_threads=1; "
           f"medians of {repeats} runs after one warm-up; machine-dependent)")
+    figures = {"float_acc": float_acc, "int8_acc": int8_acc, "test_images": len(x), "dense_float32_bytes": dense,
+               "file_bytes": {name: len(content) for name, content in files.items()},
+               "litert_identical": same, "median_ms": {name: 1000 * s for name, s in seconds.items()}}
+    settings = {"model": "lenet5", "epochs": 1 if args.quick else args.epochs, "repeats": repeats,
+                "seed": args.seed, "data": source, "batch_size": 500, "threads": 1}
+    write_results("export", settings, figures, quick=args.quick)
 
 
 if __name__ == "__main__":

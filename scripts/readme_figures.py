@@ -164,8 +164,45 @@ def deep_compression(folder: Path) -> str:
     return "On full MNIST (`benchmarks/deep_compression.py`): " + "; ".join(parts) + f". Measured by {provenance(r)}."
 
 
+def export(folder: Path) -> str:
+    r = load("export", folder)
+    if r is None:
+        return not_measured("export", "python benchmarks/export.py", "a few minutes")
+    f, s = r["figures"], r["settings"]
+    size, ms = f["file_bytes"], f["median_ms"]
+    return (f"`benchmarks/export.py` (LeNet-5, {s['epochs']} epoch, {f['test_images']:,} test images, {s['data']}): "
+            f"float32 .tflite {size['float32 .tflite']:,} B, int8 .tflite {size['int8 .tflite']:,} B "
+            f"({size['float32 .tflite'] / size['int8 .tflite']:.2f}x smaller), float32 .onnx "
+            f"{size['float32 .onnx']:,} B, int8 .onnx {size['int8 .onnx']:,} B; test accuracy {pct(f['float_acc'])} "
+            f"float32, {pct(f['int8_acc'])} int8. LiteRT's reference kernels give minicompress's int8 outputs on "
+            f"{f['litert_identical']:,} of {f['test_images']:,} test images. Whole test set, one thread, median ms: "
+            f"minicompress float32 {ms['minicompress float32']:.0f}, int8 {ms['minicompress int8']:.0f}; LiteRT "
+            f"float32 {ms['LiteRT float32']:.0f}, int8 {ms['LiteRT int8']:.0f}; with XNNPACK float32 "
+            f"{ms['LiteRT float32 + XNNPACK']:.0f}, int8 {ms['LiteRT int8 + XNNPACK']:.0f} (minicompress int8 / "
+            f"LiteRT int8 + XNNPACK = {ms['minicompress int8'] / ms['LiteRT int8 + XNNPACK']:.1f}x). "
+            f"Measured by {provenance(r)}.")
+
+
+def train_speed(folder: Path) -> str:
+    r = load("train_speed", folder)
+    if r is None:
+        return not_measured("train_speed", "python benchmarks/train_speed.py", "about 10 minutes on 2 cores")
+    parts = []
+    for run in r["figures"].values():
+        for spec, e in run["models"].items():
+            if e.get("ratio_median") is not None:
+                parts.append(f"{spec} {e['ratio_median']:.2f}x with {run['threads']} "
+                             f"thread{'s' * (run['threads'] > 1)}")
+    if not parts:
+        return f"_PyTorch was not installed for the last run ({provenance(r)}): no ratio to show._"
+    return ("Time per MNIST training epoch (60,000 images, batch 64, SGD), minicompress / PyTorch on the same "
+            "batches and weights, median of alternating repeats (below 1: minicompress faster): " + ", ".join(parts)
+            + f". Measured by {provenance(r)}.")
+
+
 BLOCKS = {"demo-intro": demo_intro, "demo": demo_table, "pruning": pruning, "quantization": quantization,
-          "distillation": distillation, "binary": binary, "deep_compression": deep_compression}
+          "distillation": distillation, "binary": binary, "deep_compression": deep_compression, "export": export,
+          "train_speed": train_speed}
 
 
 # 3. Replacing the blocks ------------------------------------------------------------------------------------
