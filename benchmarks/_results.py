@@ -30,7 +30,6 @@ import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -129,14 +128,9 @@ def write_results(name: str, settings: dict, figures: dict, *, quick: bool = Fal
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=1, allow_nan=False) + "\n"
     # atomic: a reader sees the old file or the new one, never half of one
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from minicompress.checkpoint import atomic_write
+
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
     print(f"results: {path}")
     return path
 

@@ -27,7 +27,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -139,16 +138,15 @@ def execute(nb, folder: Path, timeout: float):
 
 
 def write_atomic(path: Path, nb) -> None:
+    """Write the notebook the way minicompress writes every file: a temporary file moved into place."""
     import nbformat
 
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            nbformat.write(nb, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from minicompress.checkpoint import atomic_write
+
+    text = nbformat.writes(nb)
+    if not text.endswith("\n"):
+        text += "\n"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def check(path: str, update: bool = False, timeout: float = 600) -> Result:

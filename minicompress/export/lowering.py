@@ -70,10 +70,7 @@ def _layers(model, fn):
     if not isinstance(model, nn.Sequential):
         raise UnsupportedModelError(f"{fn}: can export an nn.Sequential (a chain of layers), got "
                                     f"{type(model).__name__}")
-    out = []
-    for m in model:
-        out += _layers(m, fn) if isinstance(m, nn.Sequential) else [m]
-    return out
+    return Q._flatten_sequential(model, fn)
 
 
 def check_input_shape(input_shape, fn):
