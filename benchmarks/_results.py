@@ -46,7 +46,8 @@ def git_commit(folder: Path = RESULTS_DIR) -> str:
 
     try:
         commit = git("rev-parse", "--short", "HEAD").strip()
-        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+        # the results files themselves do not make a checkout dirty: one benchmark's run writes them before the next
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results").strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + (" (dirty)" if dirty else "")

@@ -113,7 +113,7 @@ def quantization(folder: Path) -> str:
             f"QAT {qat['acc']:.2f}% (moving-average ranges) and {qat_mse['acc']:.2f}% (MSE ranges, frozen). "
             f"Integer-only int8 inference takes {f['int8_over_float']:.2f}x the float32 time ({f['int8_ms']:.0f} ms "
             f"against {f['float_ms']:.0f} ms for {f['test_images']:,} images), with exact int32 sums: "
-            f"{'yes' if f['exact_int32_accumulation'] else 'NO'}. Why not several times faster: NumPy has no int8 "
+            f"{'yes' if f['exact_int32_accumulation'] else 'NO'}. Why int8 is not faster here: NumPy has no int8 "
             f"matrix product, so the integer sums run through float BLAS (exact in blocks) and the requantization "
             f"adds work, while int8 hardware fits four int8 multiply-adds where float32 fits one. "
             f"Measured by {provenance(r)}.")
