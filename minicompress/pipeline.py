@@ -2,7 +2,7 @@
 
     dense model
       -> prune by I(w) = |w| and fine-tune                          (pruning.py)
-      -> share weights: k-means codebook per layer, fine-tune it    (quantization.py, weight sharing)
+      -> share weights: k-means codebook per layer, fine-tune it    (quantization/sharing.py)
       -> Huffman-code cluster indices and positions                 (huffman.py)
       -> one file on disk, loaded back and evaluated
 
