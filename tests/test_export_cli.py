@@ -76,6 +76,22 @@ def test_existing_outputs_and_bad_inputs_are_refused_before_any_work(saved, caps
     assert "no such file" in _error(capsys, ["import", str(saved / "none.onnx"), "--out", str(saved / "z.npz")])
 
 
+def test_import_never_writes_over_its_input_or_an_existing_file(saved, capsys):
+    onnx_file = saved / "m.onnx"
+    assert cli.main(["export", str(saved / "m.npz"), "--out", str(onnx_file), "--no-check"]) == 0
+    capsys.readouterr()
+    before = onnx_file.read_bytes()
+    assert "is the input" in _error(capsys, ["import", str(onnx_file), "--out", str(onnx_file), "--force"])
+    assert onnx_file.read_bytes() == before
+    existing = saved / "kept.npz"
+    existing.write_bytes(b"keep me")
+    assert "exists already; pass --force" in _error(capsys, ["import", str(onnx_file), "--out", str(existing)])
+    assert existing.read_bytes() == b"keep me"
+    assert cli.main(["import", str(onnx_file), "--out", str(existing), "--force"]) == 0
+    assert checkpoint.load(existing).spec == "lenet5"
+    assert not list(saved.glob("*.tmp"))
+
+
 def test_demo_rows_give_tflite_file_sizes_and_identical_integers(tmp_path, capsys):
     assert cli.main(["demo", "--quick", "--only", "export", "--no-progress", "--out", str(tmp_path / "d")]) == 0
     text = capsys.readouterr().out
